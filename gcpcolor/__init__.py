@@ -1,0 +1,26 @@
+"""gcpcolor: colorize black-and-white photos with a generative colour prior (GCP-Colorization)."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("gcpcolor")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+
+def __getattr__(name: str):
+    # Lazy so that `import gcpcolor` (and the CLI's start-up) does not import torch models.
+    if name in {"Colorizer", "ColorizeResult"}:
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    if name == "ColorizerConfig":
+        from .config import ColorizerConfig
+
+        return ColorizerConfig
+    raise AttributeError(f"module 'gcpcolor' has no attribute {name!r}")
+
+
+__all__ = ["Colorizer", "ColorizeResult", "ColorizerConfig", "__version__"]

@@ -1,0 +1,66 @@
+"""An optional external ImageNet classifier for picking the BigGAN class of a gray photo.
+
+By default the class comes from the BigGAN discriminator's projection head (no extra weights).
+Users who want a stronger classifier give a torchvision (or, if installed, timm) architecture
+name and a local weights file; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import MissingWeightsError, WeightsFormatError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLASSIFIER_INPUT = 224
+
+
+def build_architecture(name: str) -> nn.Module:
+    import torchvision
+
+    if name in torchvision.models.list_models(module=torchvision.models):
+        return torchvision.models.get_model(name, weights=None, num_classes=1000)
+    try:
+        import timm
+    except ImportError:
+        raise WeightsFormatError(
+            f"unknown classifier architecture {name!r}: not a torchvision classification model "
+            "(and timm is not installed)"
+        ) from None
+    if not timm.is_model(name):
+        raise WeightsFormatError(f"unknown classifier architecture {name!r} (torchvision and timm)")
+    return timm.create_model(name, pretrained=False, num_classes=1000)
+
+
+class ExternalClassifier(nn.Module):
+    """Maps the network input L/50 - 1 (B, 1, S, S) to ImageNet logits (B, 1000)."""
+
+    def __init__(self, architecture: str, weights_path: str | os.PathLike):
+        super().__init__()
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise MissingWeightsError(f"classifier weights {path} not found (give a local .pth file)")
+        self.network = build_architecture(architecture)
+        from .legacy import load_state_dict_strict, read_checkpoint
+
+        state = read_checkpoint(path)
+        state = state.get("state_dict", state) if isinstance(state.get("state_dict"), dict) else state
+        load_state_dict_strict(self.network, state, path)
+        self.network.eval()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, l_input: torch.Tensor) -> torch.Tensor:
+        # The gray photo as an sRGB image: with a = b = 0, R = G = B is the sRGB value of L.
+        from .color import gray_to_rgb, network_to_l
+
+        rgb = gray_to_rgb(network_to_l(l_input))
+        rgb = F.interpolate(rgb, size=(CLASSIFIER_INPUT, CLASSIFIER_INPUT), mode="bilinear", antialias=True,
+                            align_corners=False)
+        return self.network((rgb - self.mean) / self.std)

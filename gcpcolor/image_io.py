@@ -1,0 +1,476 @@
+"""Reading and writing photos robustly.
+
+Inputs come from archives and family scans: any common format, gray or colour, 16-bit, palette,
+with alpha, CMYK, rotated by an EXIF tag, tiny or huge. `load_image` turns all of them into one
+float RGB array and reports every expected problem as an `ImageInputError` whose message is one
+line naming the file, so the command line can print it and move on. `save_image` writes
+atomically: a reader never sees a half-written file, and a failed save leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import io
+import logging
+import os
+import secrets
+import stat
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps
+
+logger = logging.getLogger(__name__)
+
+#: Lower-case file suffixes that `find_images` collects from folders and glob patterns.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
+)
+
+#: Lower-case suffixes `save_image` can write, and the PIL format each one selects.
+SAVE_FORMATS: dict[str, str] = {
+    ".bmp": "BMP",
+    ".jpeg": "JPEG",
+    ".jpg": "JPEG",
+    ".png": "PNG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
+
+DEFAULT_MAX_PIXELS = 200_000_000
+
+# Modes each output format stores without loss; anything else is converted to RGB(A) first.
+_FORMAT_MODES: dict[str, frozenset[str]] = {
+    "BMP": frozenset({"1", "L", "P", "RGB", "RGBA"}),
+    "JPEG": frozenset({"L", "RGB", "CMYK"}),
+    "PNG": frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}),
+    "TIFF": frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16"}),
+    "WEBP": frozenset({"RGB", "RGBA"}),
+}
+_ALPHA_FORMATS = frozenset({"BMP", "PNG", "TIFF", "WEBP"})
+
+# PIL's decompression-bomb limit is a module global that is also consulted while decoding
+# (TIFF tiles, GIF frames), so it is swapped for our limit around the whole open+decode.
+_PIXEL_LIMIT_LOCK = threading.Lock()
+
+
+class ImageInputError(Exception):
+    """An input image cannot be read; the message is one line naming the file."""
+
+
+class ImageOutputError(Exception):
+    """An output image cannot be written; the message is one line naming the file."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+@contextlib.contextmanager
+def _pil_pixel_limit(max_pixels: int) -> Iterator[None]:
+    with _PIXEL_LIMIT_LOCK, warnings.catch_warnings():
+        # Images above max_pixels are rejected by our own size check right after the header
+        # is read; PIL's warning for them would only be noise on the user's terminal.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read any supported photo as float32 RGB of shape (H, W, 3) in [0, 1].
+
+    The EXIF orientation is applied; gray images are replicated to three channels at their full
+    bit depth (16-bit scans keep 16-bit precision); transparency is composited over white; CMYK
+    is converted through its embedded ICC profile when it has one. Multi-frame files give their
+    first frame. Values are scaled by the range of the stored type, never stretched.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError) as error:
+        raise ImageInputError(f"{path}: no such file") from error
+    except OSError as error:
+        raise ImageInputError(f"{path}: cannot read: {_describe_os_error(error)}") from error
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageInputError(f"{path}: is a folder, not an image file")
+    if info.st_size == 0:
+        raise ImageInputError(f"{path}: file is empty")
+
+    with _pil_pixel_limit(max_pixels):
+        image = _open_and_decode(path, max_pixels)
+    with image:
+        _apply_exif_orientation(image, path)
+        return _to_float_rgb(image, path)
+
+
+def _open_and_decode(path: Path, max_pixels: int) -> Image.Image:
+    too_large = f"{path}: image is larger than the limit of {max_pixels} pixels"
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        raise ImageInputError(too_large) from error
+    except PermissionError as error:
+        raise ImageInputError(f"{path}: cannot read: permission denied") from error
+    except Image.UnidentifiedImageError as error:
+        raise ImageInputError(f"{path}: not an image file, or an unsupported format") from error
+    except Exception as error:  # PIL plugins raise many types for malformed headers
+        raise ImageInputError(f"{path}: cannot read image: {_one_line(error)}") from error
+
+    try:
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise ImageInputError(f"{path}: image has no pixels ({width}x{height})")
+        if width * height > max_pixels:  # checked on the header, before any decoding
+            raise ImageInputError(
+                f"{path}: image is {width}x{height} = {width * height} pixels, more than the "
+                f"limit of {max_pixels}"
+            )
+        try:
+            image.load()  # decode everything now so corrupt or truncated data fails here
+        except Image.DecompressionBombError as error:
+            raise ImageInputError(too_large) from error
+        except MemoryError as error:
+            raise ImageInputError(
+                f"{path}: not enough memory to decode a {width}x{height} image"
+            ) from error
+        except Exception as error:
+            raise ImageInputError(
+                f"{path}: corrupt or truncated image: {_one_line(error)}"
+            ) from error
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def _apply_exif_orientation(image: Image.Image, path: Path) -> None:
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception as error:
+        # A damaged EXIF block should not cost the user the photo itself.
+        logger.warning("%s: ignoring unreadable EXIF orientation: %s", path, _one_line(error))
+
+
+def _to_float_rgb(image: Image.Image, path: Path) -> np.ndarray:
+    mode = image.mode
+    if mode in ("1", "F", "I") or mode.startswith("I;16"):
+        gray = _high_depth_gray(image)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+
+    if mode in ("La", "RGBa"):  # premultiplied alpha
+        image = image.convert(mode.upper())
+    elif mode == "PA" or (mode in ("P", "L", "RGB") and "transparency" in image.info):
+        image = image.convert("LA" if mode == "L" else "RGBA")
+    elif mode == "CMYK":
+        image = _cmyk_to_rgb(image, path)
+    elif mode in ("P", "RGBX", "YCbCr", "LAB", "HSV"):
+        image = image.convert("RGB")
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+        raise ImageInputError(f"{path}: unsupported image mode {image.mode}")
+
+    pixels = np.asarray(image).astype(np.float32)
+    pixels *= 1.0 / 255.0
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    channels = pixels.shape[2]
+    color = pixels[:, :, :3] if channels >= 3 else np.repeat(pixels[:, :, :1], 3, axis=2)
+    if channels in (2, 4):
+        alpha = pixels[:, :, -1:]
+        color = color * alpha + (1.0 - alpha)  # composite over white
+    return np.ascontiguousarray(color, dtype=np.float32)
+
+
+def _high_depth_gray(image: Image.Image) -> np.ndarray:
+    """Gray modes other than 8-bit 'L', scaled by the full range of their stored type."""
+    mode = image.mode
+    if mode == "1":
+        return np.asarray(image, dtype=np.float32)
+    if mode == "F":
+        # Floating-point scans follow the usual convention of values in [0, 1].
+        return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+    if mode.startswith("I;16"):
+        bits = 16
+    else:
+        bits = _stored_bits_per_sample(image)
+    values = np.asarray(image).astype(np.float64) * (1.0 / (2**bits - 1))
+    return np.clip(values, 0.0, 1.0).astype(np.float32)
+
+
+def _stored_bits_per_sample(image: Image.Image) -> int:
+    # Mode 'I' is a 32-bit container; the file says how many of those bits it really uses.
+    tags = getattr(image, "tag_v2", None)
+    if tags is not None and 258 in tags:  # TIFF BitsPerSample
+        bits = tags[258]
+        return int(bits[0] if isinstance(bits, tuple) else bits)
+    if image.format in ("PNG", "PPM"):
+        return 16
+    return 32
+
+
+def _cmyk_to_rgb(image: Image.Image, path: Path) -> Image.Image:
+    icc_profile = image.info.get("icc_profile")
+    if icc_profile:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+            converted = ImageCms.profileToProfile(
+                image, source, ImageCms.createProfile("sRGB"), outputMode="RGB"
+            )
+            if converted is not None:
+                return converted
+        except (ImageCms.PyCMSError, OSError, ValueError) as error:
+            logger.warning(
+                "%s: embedded ICC profile unusable (%s); converting CMYK without it",
+                path,
+                _one_line(error),
+            )
+    return image.convert("RGB")
+
+
+def _to_pil(rgb: Any) -> Image.Image:
+    if isinstance(rgb, Image.Image):
+        return rgb
+    if hasattr(rgb, "detach"):  # a torch tensor; checked by duck type to keep torch optional here
+        rgb = rgb.detach().cpu().float().numpy()
+    pixels = np.asarray(rgb, dtype=np.float32)
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected an RGB array of shape (H, W, 3), got shape {pixels.shape}")
+    pixels = np.nan_to_num(pixels, nan=0.0)
+    as_bytes = np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return Image.fromarray(as_bytes, mode="RGB")
+
+
+def _encodable(image: Image.Image, image_format: str) -> Image.Image:
+    if image.mode in _FORMAT_MODES[image_format]:
+        return image
+    has_alpha = image.mode in ("LA", "PA", "RGBA", "RGBa", "La") or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha and image_format in _ALPHA_FORMATS else "RGB")
+
+
+def _save_options(image_format: str, jpeg_quality: int) -> dict[str, Any]:
+    if image_format == "JPEG":
+        # 4:4:4 chroma: the colours are the whole point of this tool, so do not subsample them.
+        return {"quality": jpeg_quality, "subsampling": 0, "optimize": True}
+    if image_format == "WEBP":
+        return {"quality": jpeg_quality}
+    if image_format == "TIFF":
+        return {"compression": "tiff_lzw"}
+    if image_format == "PNG":
+        return {"optimize": False}
+    return {}
+
+
+def _create_temporary_file(folder: Path, name: str) -> tuple[Path, int]:
+    # os.open with O_EXCL (instead of tempfile.mkstemp) so the file gets the usual permissions
+    # from the umask rather than mkstemp's private 0600.
+    while True:
+        temporary = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+
+
+def _describe_os_error(error: OSError) -> str:
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    return (error.strerror or _one_line(error)).lower()
+
+
+def save_image(
+    rgb: Any,
+    path: str | Path,
+    overwrite: bool = False,
+    jpeg_quality: int = 95,
+) -> None:
+    """Write `rgb` (float (H, W, 3) array or tensor in [0, 1], or a PIL image) to `path`.
+
+    The format follows the suffix. Floats are clipped and rounded to 8 bit, not stretched.
+    The file appears atomically: it is written to a temporary file beside the destination and
+    renamed over it, so a failure never leaves a partial file. Parent folders are created.
+    """
+    path = Path(path)
+    image_format = SAVE_FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        known = ", ".join(sorted(SAVE_FORMATS))
+        raise ImageOutputError(
+            f"{path}: cannot write images with suffix '{path.suffix}' (use one of {known})"
+        )
+    if path.is_dir():
+        raise ImageOutputError(f"{path}: is a folder")
+    if path.exists() and not overwrite:
+        raise ImageOutputError(f"{path}: already exists (pass overwrite to replace it)")
+    image = _encodable(_to_pil(rgb), image_format)
+
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as error:
+        raise ImageOutputError(f"{path}: cannot create folder {folder}: a file is in the way") from error
+    except OSError as error:
+        raise ImageOutputError(
+            f"{path}: cannot create folder {folder}: {_describe_os_error(error)}"
+        ) from error
+    try:
+        temporary, descriptor = _create_temporary_file(folder, path.name)
+    except OSError as error:
+        raise ImageOutputError(
+            f"{path}: cannot write to folder {folder}: {_describe_os_error(error)}"
+        ) from error
+
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            image.save(stream, format=image_format, **_save_options(image_format, jpeg_quality))
+            stream.flush()
+            os.fsync(stream.fileno())
+        _move_into_place(temporary, path, overwrite)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, ImageOutputError):
+            raise
+        if isinstance(error, Exception):
+            raise ImageOutputError(f"{path}: cannot write image: {_one_line(error)}") from error
+        raise
+
+
+def _move_into_place(temporary: Path, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(temporary, path)
+        return
+    # A hard link fails if the destination appeared since our check, so two workers writing the
+    # same output cannot silently replace each other's file.
+    try:
+        os.link(temporary, path)
+    except FileExistsError as error:
+        raise ImageOutputError(f"{path}: already exists (pass overwrite to replace it)") from error
+    except OSError:
+        # Some filesystems (FAT, some network shares) have no hard links.
+        if path.exists():
+            raise ImageOutputError(f"{path}: already exists (pass overwrite to replace it)")
+        os.replace(temporary, path)
+    else:
+        temporary.unlink()
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _images_in_folder(folder: Path, recursive: bool) -> list[tuple[Path, Path]]:
+    found = []
+    for root, folders, files in os.walk(folder):
+        # Prune hidden folders (.git, .thumbnails, ...) in place so os.walk skips them.
+        folders[:] = [name for name in folders if not name.startswith(".")] if recursive else []
+        for name in files:
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            file = Path(root) / name
+            found.append((file, file.relative_to(folder)))
+    return sorted(found, key=lambda item: item[1].parts)
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder part of a pattern before its first wildcard: matches are mirrored from it."""
+    parts = Path(pattern).parts
+    base_parts = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        base_parts.append(part)
+    return Path(*base_parts) if base_parts else Path(".")
+
+
+def _images_matching(pattern: str) -> tuple[list[tuple[Path, Path]], int]:
+    base = _glob_base(pattern)
+    found = []
+    others = 0
+    for match in glob.glob(pattern, recursive=True):
+        file = Path(match)
+        if not file.is_file():
+            continue
+        relative = file.relative_to(base)
+        if _is_hidden(relative) or file.suffix.lower() not in IMAGE_EXTENSIONS:
+            others += 1
+            continue
+        found.append((file, relative))
+    return sorted(found, key=lambda item: item[1].parts), others
+
+
+def find_images(inputs: Sequence[str | Path], recursive: bool = True) -> list[tuple[Path, Path]]:
+    """Expand files, folders and glob patterns into (path, relative path) pairs.
+
+    The relative path mirrors the input's structure into an output folder: for a folder it is
+    the path inside that folder, for a glob pattern the path below the pattern's fixed leading
+    folders, for a single file just its name. A file given by name is returned whatever its
+    suffix, so that `load_image` can say what is wrong with it. Each file appears once.
+    """
+    results: list[tuple[Path, Path]] = []
+    seen: set[Path] = set()
+    destinations: dict[Path, Path] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            candidates = [(path, Path(path.name))]
+        elif path.is_dir():
+            candidates = _images_in_folder(path, recursive)
+            if not candidates:
+                raise ImageInputError(f"{path}: folder contains no image files")
+        elif glob.has_magic(str(item)):
+            candidates, others = _images_matching(str(item))
+            if not candidates:
+                detail = f" ({others} non-image or hidden files skipped)" if others else ""
+                raise ImageInputError(f"{item}: pattern matches no image files{detail}")
+        else:
+            raise ImageInputError(f"{item}: no such file, folder or pattern")
+
+        for file, relative in candidates:
+            identity = file.resolve()
+            if identity in seen:
+                continue
+            if relative in destinations:
+                raise ImageInputError(
+                    f"{file}: would be written to the same output as {destinations[relative]} "
+                    f"({relative}); pass their common folder instead"
+                )
+            seen.add(identity)
+            destinations[relative] = file
+            results.append((file, relative))
+    return results
+
+
+def output_path(
+    relative: Path,
+    output_dir: Path,
+    suffix: str = "_color",
+    extension: str | None = None,
+) -> Path:
+    """Where the result for input `relative` goes: output_dir/<parents>/<stem><suffix><ext>.
+
+    The input's extension is kept when we can write it (a TIFF scan stays a TIFF), otherwise
+    the result is a PNG; `extension` (".jpg" or "jpg") overrides both.
+    """
+    relative = Path(relative)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise ValueError(f"{relative}: expected a path inside the output folder")
+    if extension is not None:
+        extension = extension if extension.startswith(".") else f".{extension}"
+        if extension.lower() not in SAVE_FORMATS:
+            known = ", ".join(sorted(SAVE_FORMATS))
+            raise ImageOutputError(
+                f"cannot write images with suffix '{extension}' (use one of {known})"
+            )
+    elif relative.suffix.lower() in SAVE_FORMATS:
+        extension = relative.suffix
+    else:
+        extension = ".png"
+    return Path(output_dir) / relative.parent / f"{relative.stem}{suffix}{extension}"

@@ -1,0 +1,203 @@
+"""Training losses of GCP-Colorization, with the paper's weights in `LossWeights`.
+
+Stage 1 (encoder):  λ_ftr·encoder_feature_loss + λ_reg·latent_regularizer.
+Stage 2 (colorization, correspondence, PatchGAN):
+    λ_perc·perceptual_loss + λ_ctx·ContextualLoss + λ_adv·lsgan_generator_loss
+    + λ_dom·domain_alignment_loss.
+
+Every function returns an unweighted scalar; the trainer multiplies by the weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gcpcolor.config import register_config_type
+from gcpcolor.models.vgg import VGG19Features
+
+
+@register_config_type
+@dataclass(frozen=True)
+class LossWeights:
+    """Loss weights λ of the paper. The contextual per-layer weights are separate fields so the
+    config stays flat, hashable and JSON round-trippable."""
+
+    feature: float = 1.0  # λ_ftr, stage 1
+    latent: float = 0.0125  # λ_reg, stage 1
+    perceptual: float = 1e-3  # λ_perc, stage 2
+    adversarial: float = 1.0  # λ_adv, stage 2
+    domain: float = 10.0  # λ_dom, stage 2
+    contextual: float = 0.1  # λ_ctx, stage 2
+    contextual_relu3_2: float = 2.0
+    contextual_relu4_2: float = 4.0
+    contextual_relu5_2: float = 8.0
+
+    @property
+    def contextual_layer_weights(self) -> dict[str, float]:
+        return {
+            "relu3_2": self.contextual_relu3_2,
+            "relu4_2": self.contextual_relu4_2,
+            "relu5_2": self.contextual_relu5_2,
+        }
+
+
+def encoder_feature_loss(
+    features_inversion: Sequence[torch.Tensor], features_real: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Stage-1 feature matching: (1/K) Σ_k mean|D_k(x_inv) − D_k(x)| (λ_ftr = 1.0).
+
+    The lists hold the last three BigGAN-discriminator block outputs for the inversion G(E(L), y)
+    and for the real colour image, in the same order.
+    """
+    if len(features_inversion) != len(features_real) or not features_real:
+        raise ValueError(
+            f"encoder_feature_loss: need equally long, non-empty feature lists, "
+            f"got {len(features_inversion)} and {len(features_real)}"
+        )
+    losses = [F.l1_loss(inv, real) for inv, real in zip(features_inversion, features_real)]
+    return torch.stack(losses).mean()
+
+
+def latent_regularizer(z: torch.Tensor) -> torch.Tensor:
+    """Gaussian prior on the predicted latent: mean over the batch of ½‖z‖₂² (λ_reg = 0.0125).
+
+    DESIGN.md writes ½‖z‖₂; we use the squared norm, the negative log-density of the N(0, I)
+    prior BigGAN was trained with (up to a constant), whose gradient z is smooth at z = 0.
+    z is (N, dim) or any (N, ...) shape; all non-batch dimensions count.
+    """
+    return 0.5 * z.flatten(1).pow(2).sum(dim=1).mean()
+
+
+def perceptual_loss(
+    vgg_out: Mapping[str, torch.Tensor], vgg_target: Mapping[str, torch.Tensor], layer: str = "relu5_2"
+) -> torch.Tensor:
+    """Mean squared error between VGG19 features of output and ground truth (λ_perc = 1e-3).
+
+    Takes the dicts returned by `VGG19Features`, so one VGG pass can feed several losses.
+    """
+    return F.mse_loss(vgg_out[layer], vgg_target[layer])
+
+
+def contextual_loss(
+    x_features: torch.Tensor, y_features: torch.Tensor, band_width: float = 0.1, eps: float = 1e-5
+) -> torch.Tensor:
+    """Contextual loss of Mechrez et al. 2018, −log CX(X, Y), averaged over the batch.
+
+    X = `x_features` is the OUTPUT (generated image), with positions x_i; Y = `y_features` is the
+    TARGET (exemplar), with positions y_j; both (N, C, H, W) (H, W may differ between them).
+    Per sample, following the paper:
+      both centred by μ_y, the mean of y over its spatial positions (per channel);
+      d_ij = 1 − cos(x_i, y_j);
+      d̃_ij = d_ij / (min_k d_ik + eps)        (relative to x_i's nearest target);
+      w_ij = exp((1 − d̃_ij) / h),  h = band_width;
+      CX_ij = w_ij / Σ_k w_ik                  (normalised over the targets);
+      CX = (1/|Y|) Σ_j max_i CX_ij              (each target finds its best output match);
+      loss = −log CX.
+    Spatial arrangement is ignored: permuting the positions of either map leaves it unchanged.
+    Computed in the log domain (log-softmax, logsumexp) so small CX does not underflow.
+    """
+    if x_features.dim() != 4 or y_features.dim() != 4 or x_features.shape[:2] != y_features.shape[:2]:
+        raise ValueError(
+            f"contextual_loss: expected (N, C, H, W) maps with equal N and C, "
+            f"got {tuple(x_features.shape)} and {tuple(y_features.shape)}"
+        )
+    y_mean = y_features.mean(dim=(2, 3), keepdim=True)
+    x_vectors = F.normalize((x_features - y_mean).flatten(2), dim=1)  # (N, C, |X|)
+    y_vectors = F.normalize((y_features - y_mean).flatten(2), dim=1)  # (N, C, |Y|)
+    cosine = torch.bmm(x_vectors.transpose(1, 2), y_vectors)  # (N, |X|, |Y|)
+    distance = (1.0 - cosine).clamp_min(0.0)
+    relative = distance / (distance.min(dim=2, keepdim=True).values + eps)
+    log_cx = F.log_softmax((1.0 - relative) / band_width, dim=2)
+    best_log_cx = log_cx.max(dim=1).values  # (N, |Y|)
+    log_mean_cx = torch.logsumexp(best_log_cx, dim=1) - math.log(best_log_cx.shape[1])
+    return -log_mean_cx.mean()
+
+
+def _pool_to_max_positions(features: torch.Tensor, max_positions: int | None) -> torch.Tensor:
+    height, width = features.shape[-2:]
+    if max_positions is None or height * width <= max_positions:
+        return features
+    factor = math.ceil(math.sqrt(height * width / max_positions))
+    return F.avg_pool2d(features, factor, ceil_mode=True)
+
+
+class ContextualLoss(nn.Module):
+    """Σ_l w_l · contextual_loss(VGG_l(output), VGG_l(exemplar)) over VGG19 layers (λ_ctx = 0.1).
+
+    Stage 2 compares the colorized output with the exemplar x_inv on relu3_2/4_2/5_2 weighted
+    2/4/8. The exemplar is a fixed target: no gradient flows into it. At 256² input relu3_2 has
+    64² = 4096 positions, a 4096 x 4096 similarity per sample; `max_positions` average-pools
+    larger maps (both sides alike) to bound that memory.
+    """
+
+    def __init__(
+        self,
+        vgg: VGG19Features,
+        layer_weights: Mapping[str, float] | None = None,
+        band_width: float = 0.1,
+        max_positions: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.layer_weights = dict(layer_weights or LossWeights().contextual_layer_weights)
+        missing = [layer for layer in self.layer_weights if layer not in vgg.layers]
+        if missing:
+            raise ValueError(f"ContextualLoss: the VGG19Features does not compute layer(s) {missing}")
+        self.vgg = vgg
+        self.band_width = band_width
+        self.max_positions = max_positions
+
+    def feature_loss(
+        self, output_features: Mapping[str, torch.Tensor], exemplar_features: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The loss from precomputed VGG feature dicts (to share one VGG pass with other losses)."""
+        total = 0.0
+        for layer, weight in self.layer_weights.items():
+            output = _pool_to_max_positions(output_features[layer], self.max_positions)
+            exemplar = _pool_to_max_positions(exemplar_features[layer].detach(), self.max_positions)
+            total = total + weight * contextual_loss(output, exemplar, band_width=self.band_width)
+        return total
+
+    def forward(self, output_rgb: torch.Tensor, exemplar_rgb: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1], (N, 3, H, W), for the colorized output and the exemplar."""
+        with torch.no_grad():
+            exemplar_features = self.vgg(exemplar_rgb)
+        return self.feature_loss(self.vgg(output_rgb), exemplar_features)
+
+
+def _as_list(outputs: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+
+
+def lsgan_discriminator_loss(
+    real_outputs: torch.Tensor | Sequence[torch.Tensor], fake_outputs: torch.Tensor | Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """LSGAN (Mao et al. 2017) discriminator loss ½E[(D(x) − 1)²] + ½E[D(G(z))²], mean over scales.
+
+    Takes the per-scale score lists of `MultiScalePatchGAN` (or one tensor); detach the fake
+    images before the discriminator step.
+    """
+    real, fake = _as_list(real_outputs), _as_list(fake_outputs)
+    if len(real) != len(fake) or not real:
+        raise ValueError(f"lsgan_discriminator_loss: got {len(real)} real and {len(fake)} fake scales")
+    per_scale = [0.5 * (r - 1.0).pow(2).mean() + 0.5 * f.pow(2).mean() for r, f in zip(real, fake)]
+    return torch.stack(per_scale).mean()
+
+
+def lsgan_generator_loss(fake_outputs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """LSGAN generator loss ½E[(D(G(z)) − 1)²], mean over scales (λ_adv = 1.0)."""
+    fake = _as_list(fake_outputs)
+    if not fake:
+        raise ValueError("lsgan_generator_loss: no discriminator outputs")
+    return torch.stack([0.5 * (f - 1.0).pow(2).mean() for f in fake]).mean()
+
+
+def domain_alignment_loss(gray_embedding: torch.Tensor, color_embedding: torch.Tensor) -> torch.Tensor:
+    """Mean |e(L) − e(RGB)| between the correspondence embeddings of the gray input and of the
+    ground-truth colour image, pulling both into one domain (λ_dom = 10)."""
+    return F.l1_loss(gray_embedding, color_embedding)

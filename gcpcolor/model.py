@@ -1,0 +1,133 @@
+"""The composed GCP-Colorization network: encoder → BigGAN → correspondence → colorization.
+
+One forward implementation serves inference (`Colorizer`) and stage-2 training, so both see
+exactly the same data flow (DESIGN.md, "Data flow").
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .color import AB_SCALE
+from .config import ColorizerConfig
+from .models.biggan_discriminator import BigGANDiscriminator
+from .models.biggan_encoder import BigGANEncoder
+from .models.biggan_generator import BigGANGenerator
+from .models.colorization_net import ColorizationNet
+from .models.correspondence import CorrespondenceNet, warp
+from .models.deformator import LatentDeformator
+
+#: Spatial size of the correspondence matrix (DESIGN.md: M is 4096 x 4096 at 64²).
+CORRESPONDENCE_GRID = 64
+
+
+class Guidance(str, enum.Enum):
+    """How the colorization network is conditioned (the paper's Table 2 ablations)."""
+
+    FEATURES = "features"  # full method: warped BigGAN features F64/F128/F256
+    IMAGE = "image"  # "image guidance only": the warped exemplar RGB stands in for the features
+    UNALIGNED = "unaligned"  # "w/o alignment": BigGAN features used without warping
+    NONE = "none"  # "w/o prior": no exemplar at all (zero conditioning)
+
+
+@dataclass
+class ForwardOutput:
+    ab: torch.Tensor  # (B, 2, S, S) in Lab units
+    exemplar: torch.Tensor  # BigGAN inversion x_inv, RGB in [-1, 1]
+    warped_exemplar: torch.Tensor  # x_inv warped onto the photo, RGB in [-1, 1]
+    z: torch.Tensor  # (B, dim_z)
+    class_ids: torch.Tensor  # (B,)
+    gray_embedding: torch.Tensor | None = None  # correspondence embedding of the gray input
+
+
+class GCPColorizationModel(nn.Module):
+    """All networks of the system. BigGAN G/D and the encoder are the frozen prior."""
+
+    def __init__(self, config: ColorizerConfig, guidance: Guidance | str = Guidance.FEATURES):
+        super().__init__()
+        if config.work_size != config.biggan.resolution:
+            raise ValueError("work_size must equal the BigGAN resolution (256)")
+        self.config = config
+        self.guidance = Guidance(guidance)
+        self.generator = BigGANGenerator(config.biggan)
+        self.discriminator = BigGANDiscriminator(config.biggan)
+        self.encoder = BigGANEncoder(config.encoder)
+        self.correspondence = CorrespondenceNet(
+            config.correspondence, config.biggan.correspondence_channels
+        )
+        self.colorization_net = ColorizationNet(config.colorization, self.reference_channels())
+        self.deformator = LatentDeformator(config.deformator) if config.deformator else None
+
+    def reference_channels(self) -> dict[int, int]:
+        if self.guidance is Guidance.IMAGE:
+            return {64: 3, 128: 3, 256: 3}
+        return dict(self.config.biggan.feature_channels)
+
+    def prior_modules(self) -> list[nn.Module]:
+        """The frozen generative prior (never trained in stage 2)."""
+        return [self.generator, self.discriminator, self.encoder]
+
+    @torch.no_grad()
+    def predict_class(self, l_input: torch.Tensor) -> torch.Tensor:
+        """ImageNet class from the BigGAN discriminator's projection head on the gray photo."""
+        return self.discriminator.class_logits(l_input).argmax(dim=1)
+
+    def invert(self, l_input: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode(l_input, class_ids)
+
+    def forward(
+        self,
+        l_input: torch.Tensor,
+        class_ids: torch.Tensor,
+        z: torch.Tensor | None = None,
+    ) -> ForwardOutput:
+        """Colorize gray inputs `l_input` = L/50 - 1, shape (B, 1, S, S), S = work size."""
+        if z is None:
+            with torch.no_grad():
+                z = self.invert(l_input, class_ids)
+        with torch.no_grad():
+            exemplar, features = self.generator.generate(z, class_ids)
+            gray_features = self.discriminator.correspondence_features(l_input)
+            exemplar_features = self.discriminator.correspondence_features(exemplar)
+
+        gray_embedding = self.correspondence.embed_gray(gray_features)
+        reference_embedding = self.correspondence.embed_reference(exemplar_features)
+        matrix = self.correspondence.correspondence(gray_embedding, reference_embedding)
+        warped_exemplar = warp(matrix, exemplar, CORRESPONDENCE_GRID)
+
+        if self.guidance is Guidance.FEATURES:
+            conditioning = {k: warp(matrix, f, CORRESPONDENCE_GRID) for k, f in features.items()}
+        elif self.guidance is Guidance.IMAGE:
+            conditioning = {
+                size: nn.functional.interpolate(
+                    warped_exemplar, size=(size, size), mode="bilinear", align_corners=False
+                )
+                for size in features
+            }
+        elif self.guidance is Guidance.UNALIGNED:
+            conditioning = features
+        else:
+            conditioning = {k: torch.zeros_like(f) for k, f in features.items()}
+
+        ab = self.colorization_net(l_input, conditioning) * AB_SCALE
+        return ForwardOutput(
+            ab=ab,
+            exemplar=exemplar,
+            warped_exemplar=warped_exemplar,
+            z=z,
+            class_ids=class_ids,
+            gray_embedding=gray_embedding,
+        )
+
+    def shift_latent(self, z: torch.Tensor, direction: int, shifts: torch.Tensor) -> torch.Tensor:
+        """z (1, dim_z) walked along deformator direction `direction`: (len(shifts), dim_z)."""
+        if self.deformator is None:
+            raise ValueError("this model has no latent deformator; transitions are unavailable")
+        offsets = self.deformator.direction_shift(direction, shifts.to(z))
+        walked = z.expand(len(shifts), -1).clone()
+        walked[:, : offsets.shape[1]] += offsets
+        return walked

@@ -1,0 +1,112 @@
+"""BigGAN 256² generator in the BigGAN-PyTorch layout (loads `biggan_G_ema_256.pth` unchanged).
+
+Hierarchical latent: z (dim_z = 120) is cut into 7 chunks of dim_z // 7 = 17. The first chunk
+feeds the input linear layer; residual block i is conditioned on [class embedding, chunk i+1]
+through its conditional batch norms. The remaining dim_z - 119 = 1 dimension is unused, exactly
+as in BigGAN-PyTorch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gcpcolor.config import BigGANConfig
+
+from .biggan_layers import (
+    GBlock,
+    SelfAttention,
+    SNConv2d,
+    SNLinear,
+    StoredStatsBatchNorm,
+    upsample_nearest_2x,
+)
+
+#: Block input / output widths in units of g_ch (256² architecture).
+IN_CHANNEL_MULTIPLIERS = (16, 16, 8, 8, 4, 2)
+OUT_CHANNEL_MULTIPLIERS = (16, 8, 8, 4, 2, 1)
+
+#: BigGAN-PyTorch builds the output batch norm with its default eps, whatever G's BN eps is.
+OUTPUT_BN_EPS = 1e-5
+
+
+class BigGANGenerator(nn.Module):
+    def __init__(self, config: BigGANConfig) -> None:
+        super().__init__()
+        num_blocks = len(OUT_CHANNEL_MULTIPLIERS)
+        if config.resolution != 256 or config.bottom_width * 2**num_blocks != config.resolution:
+            raise ValueError(
+                "BigGANGenerator implements the 256x256 architecture (bottom_width 4, six "
+                f"upsampling blocks); got resolution={config.resolution}, "
+                f"bottom_width={config.bottom_width}"
+            )
+        if config.z_chunk_size < 1:
+            raise ValueError(f"dim_z must be at least {config.num_slots}, got {config.dim_z}")
+        self.config = config
+        ch = config.g_ch
+        condition_size = config.shared_dim + config.z_chunk_size
+        self.block_resolutions = [config.bottom_width * 2 ** (i + 1) for i in range(num_blocks)]
+
+        # The class embedding is not spectrally normalised (BigGAN-PyTorch: SN cripples it).
+        self.shared = nn.Embedding(config.n_classes, config.shared_dim)
+        self.linear = SNLinear(
+            config.z_chunk_size,
+            IN_CHANNEL_MULTIPLIERS[0] * ch * config.bottom_width**2,
+            eps=config.sn_eps,
+        )
+        blocks = []
+        for in_mult, out_mult, resolution in zip(
+            IN_CHANNEL_MULTIPLIERS, OUT_CHANNEL_MULTIPLIERS, self.block_resolutions
+        ):
+            layers: list[nn.Module] = [
+                GBlock(
+                    in_mult * ch,
+                    out_mult * ch,
+                    condition_size,
+                    resample=upsample_nearest_2x,
+                    bn_eps=config.bn_eps,
+                    sn_eps=config.sn_eps,
+                )
+            ]
+            if resolution == config.attention_resolution:
+                layers.append(SelfAttention(out_mult * ch, sn_eps=config.sn_eps))
+            blocks.append(nn.ModuleList(layers))
+        self.blocks = nn.ModuleList(blocks)
+        last_channels = OUT_CHANNEL_MULTIPLIERS[-1] * ch
+        self.output_layer = nn.Sequential(
+            StoredStatsBatchNorm(last_channels, eps=OUTPUT_BN_EPS),
+            nn.ReLU(),
+            SNConv2d(last_channels, 3, 3, padding=1, eps=config.sn_eps),
+        )
+
+    def forward(
+        self, z: torch.Tensor, class_embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Image (B, 3, 256, 256) in [-1, 1] and block outputs {64: 4·ch, 128: 2·ch, 256: ch}.
+
+        `class_embedding` is `shared(class_ids)` (B, shared_dim), passed in so callers can
+        interpolate between classes.
+        """
+        config = self.config
+        if z.ndim != 2 or z.shape[1] != config.dim_z:
+            raise ValueError(f"z must have shape (B, {config.dim_z}), got {tuple(z.shape)}")
+        if class_embedding.shape != (z.shape[0], config.shared_dim):
+            raise ValueError(
+                f"class_embedding must have shape ({z.shape[0]}, {config.shared_dim}), "
+                f"got {tuple(class_embedding.shape)}"
+            )
+        chunks = z[:, : config.used_z_dims].split(config.z_chunk_size, dim=1)
+        h = self.linear(chunks[0]).view(z.shape[0], -1, config.bottom_width, config.bottom_width)
+        features: dict[int, torch.Tensor] = {}
+        for index, (layers, resolution) in enumerate(zip(self.blocks, self.block_resolutions)):
+            condition = torch.cat([class_embedding, chunks[index + 1]], dim=1)
+            for layer in layers:
+                h = layer(h, condition)
+            if resolution in config.feature_channels:
+                features[resolution] = h
+        return torch.tanh(self.output_layer(h)), features
+
+    def generate(
+        self, z: torch.Tensor, class_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        return self(z, self.shared(class_ids))

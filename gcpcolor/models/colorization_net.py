@@ -1,0 +1,179 @@
+"""The SPADE colorization network C: gray L plus warped BigGAN features -> ab.
+
+An encoder downsamples L to 64², residual blocks and a two-step decoder are modulated by SPADE
+layers whose γ/β come from the warped generator features (F64, F128, F256), refined by a
+modulated deformable conv to absorb small misalignments left by the correspondence.
+
+Parameter names and shapes follow the authors' `Generator` / `SPADE` / `DCNv2Pack`, so the
+`net_gen` entry of their `colorization_model.pth` loads unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import deform_conv2d
+
+from gcpcolor.config import ColorizationConfig
+
+#: Resolutions (at a 256² working size) of the warped features the network is conditioned on.
+REFERENCE_RESOLUTIONS = (64, 128, 256)
+
+_LEAKY_SLOPE = 0.2
+
+
+def positional_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Normalise every pixel over channels: (x - mean_c) / sqrt(var_c + eps), var unbiased."""
+    mean = x.mean(dim=1, keepdim=True)
+    var = x.var(dim=1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+class ModulatedDeformConv2d(nn.Module):
+    """3x3 modulated deformable conv (DCNv2) whose offsets and mask come from a separate input.
+
+    `conv_offset` predicts 27 channels from `cond`: x/y offset halves and mask logits for the 9
+    taps. It starts at zero, so a fresh layer samples the regular grid with mask 0.5.
+    """
+
+    kernel_size = 3
+
+    def __init__(self, in_channels: int, out_channels: int, cond_channels: int) -> None:
+        super().__init__()
+        taps = self.kernel_size * self.kernel_size
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels, self.kernel_size, self.kernel_size)
+        )
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.conv_offset = nn.Conv2d(cond_channels, 3 * taps, kernel_size=3, padding=1)
+        bound = 1.0 / math.sqrt(in_channels * taps)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        offset_a, offset_b, mask_logits = torch.chunk(self.conv_offset(cond), 3, dim=1)
+        offset = torch.cat((offset_a, offset_b), dim=1)
+        return deform_conv2d(
+            x, offset, self.weight, self.bias, padding=1, mask=torch.sigmoid(mask_logits)
+        )
+
+
+class SPADE(nn.Module):
+    """Positional norm of x, then per-pixel γ/β from the deformably refined reference."""
+
+    def __init__(self, norm_channels: int, ref_channels: int) -> None:
+        super().__init__()
+        joint = norm_channels + ref_channels
+        self.conv_cond = nn.Sequential(
+            nn.Conv2d(joint, joint // 8, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(joint // 8, ref_channels, kernel_size=3, padding=1),
+            nn.ReLU(),
+        )
+        self.dcn = ModulatedDeformConv2d(ref_channels, ref_channels, cond_channels=ref_channels)
+        self.mlp_gamma = nn.Conv2d(ref_channels, norm_channels, kernel_size=3, padding=1)
+        self.mlp_beta = nn.Conv2d(ref_channels, norm_channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        if ref.shape[-2:] != x.shape[-2:]:
+            ref = F.interpolate(ref, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        normalized = positional_norm(x)
+        cond = self.conv_cond(torch.cat((normalized, ref), dim=1))
+        refined = self.dcn(ref, cond)
+        return normalized * (1 + self.mlp_gamma(refined)) + self.mlp_beta(refined)
+
+
+class SPADEResBlock(nn.Module):
+    """Pre-activation residual block, both convs preceded by SPADE and LeakyReLU(0.2)."""
+
+    def __init__(self, fin: int, fout: int, ref_channels: int) -> None:
+        super().__init__()
+        fmiddle = min(fin, fout)
+        self.pad = nn.ReflectionPad2d(1)
+        self.conv_0 = nn.Conv2d(fin, fmiddle, kernel_size=3, padding=0)
+        self.conv_1 = nn.Conv2d(fmiddle, fout, kernel_size=3, padding=0)
+        self.norm_0 = SPADE(fin, ref_channels)
+        self.norm_1 = SPADE(fmiddle, ref_channels)
+        self.learned_shortcut = fin != fout
+        if self.learned_shortcut:
+            self.conv_s = nn.Conv2d(fin, fout, kernel_size=1, bias=False)
+            self.norm_s = SPADE(fin, ref_channels)
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        shortcut = self.conv_s(self.norm_s(x, ref)) if self.learned_shortcut else x
+        dx = self.conv_0(self.pad(F.leaky_relu(self.norm_0(x, ref), _LEAKY_SLOPE)))
+        dx = self.conv_1(self.pad(F.leaky_relu(self.norm_1(dx, ref), _LEAKY_SLOPE)))
+        return shortcut + dx
+
+
+def _upsample(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(
+        in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1
+    )
+
+
+class ColorizationNet(nn.Module):
+    """C(L, warped features) -> ab / 110 in [-1, 1].
+
+    `reference_channels` maps each resolution in REFERENCE_RESOLUTIONS to the channel count of
+    the warped generator features at that resolution (full size: {64: 384, 128: 192, 256: 96}).
+    """
+
+    def __init__(self, config: ColorizationConfig, reference_channels: Mapping[int, int]) -> None:
+        super().__init__()
+        if config.n_downsampling != 2:
+            raise ValueError(
+                f"ColorizationNet supports n_downsampling=2 only (its decoder has two "
+                f"up-convolutions), got {config.n_downsampling}"
+            )
+        missing = [r for r in REFERENCE_RESOLUTIONS if r not in reference_channels]
+        if missing:
+            raise ValueError(f"reference_channels lacks resolution(s) {missing}")
+        self.config = config
+        ngf = config.base_channels
+        ref64, ref128, ref256 = (reference_channels[r] for r in REFERENCE_RESOLUTIONS)
+
+        self.encoder = nn.Sequential(
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(config.in_channels, ngf, kernel_size=7, padding=0),
+            nn.InstanceNorm2d(ngf),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(ngf, 2 * ngf, kernel_size=3, stride=2, padding=1),
+            nn.InstanceNorm2d(2 * ngf),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(2 * ngf, 4 * ngf, kernel_size=3, stride=2, padding=1),
+            nn.InstanceNorm2d(4 * ngf),
+            nn.ReLU(inplace=True),
+        )
+        self.res_blks = nn.ModuleList(
+            SPADEResBlock(4 * ngf, 4 * ngf, ref64) for _ in range(config.n_res_blocks)
+        )
+        self.up_norm1 = SPADE(4 * ngf, ref64)
+        self.up_conv1 = _upsample(4 * ngf, 2 * ngf)
+        self.up_norm2 = SPADE(2 * ngf, ref128)
+        self.up_conv2 = _upsample(2 * ngf, ngf)
+        self.up_norm3 = SPADE(ngf, ref256)
+        self.head = nn.Sequential(
+            nn.Conv2d(ngf, config.out_channels, kernel_size=3, padding=1), nn.Tanh()
+        )
+
+    def forward(self, l_input: torch.Tensor, warped: Mapping[int, torch.Tensor]) -> torch.Tensor:
+        """l_input: (B, 1, H, W) = L/50 - 1; warped: {64, 128, 256: warped features}."""
+        missing = [r for r in REFERENCE_RESOLUTIONS if r not in warped]
+        if missing:
+            raise ValueError(f"warped features lack resolution(s) {missing}")
+        if l_input.ndim != 4 or l_input.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"l_input must be (B, {self.config.in_channels}, H, W), got {tuple(l_input.shape)}"
+            )
+        x = self.encoder(l_input)
+        for block in self.res_blks:
+            x = block(x, warped[64])
+        x = self.up_conv1(F.leaky_relu(self.up_norm1(x, warped[64]), _LEAKY_SLOPE))
+        x = self.up_conv2(F.leaky_relu(self.up_norm2(x, warped[128]), _LEAKY_SLOPE))
+        return self.head(F.leaky_relu(self.up_norm3(x, warped[256]), _LEAKY_SLOPE))

@@ -1,0 +1,364 @@
+"""Typed configurations of the two training stages, read from YAML.
+
+A config file only lists what differs from the stage's defaults (the paper's settings, see
+`Stage1Config` / `Stage2Config`); unknown keys are errors, and `--set key.sub=value` overrides
+are applied on top of the file. Values are checked against the field types, so `lr: 1e-4`
+(a string for YAML 1.1) is read as the float it is meant to be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from .config import ColorizerConfig, ConfigError, config_from_dict, register_config_type
+from .data import DataConfig
+from .losses import LossWeights
+from .model import Guidance
+from .models.patchgan import PatchGANConfig
+
+PRECISIONS = ("bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+MODEL_PRESETS = ("full", "tiny")
+
+
+@register_config_type
+@dataclass(frozen=True)
+class PriorConfig:
+    """Where the frozen generative prior comes from; exactly one of the three must be set.
+
+    prior_weights_dir: a folder with the authors' released files (`biggan_G_ema_256.pth`,
+        `biggan_D_256.pth`, and for stage 2 `biggan_E.pth`; `deformator_for_biggan.pt` is
+        used when present). Only the prior is loaded; the trained networks start from scratch.
+    pretrained: a `Colorizer.save_pretrained` folder (e.g. the `final/` export of stage 1).
+        Every network starts from its weights, so stage 2 then fine-tunes the correspondence
+        and colorization networks stored there (stage 1's export holds untrained ones).
+    random_prior: randomly initialised BigGAN and encoder, for tests and smoke runs only.
+    """
+
+    prior_weights_dir: str | None = None
+    pretrained: str | None = None
+    random_prior: bool = False
+
+
+@register_config_type
+@dataclass(frozen=True)
+class OptimizationConfig:
+    lr: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    discriminator_lr: float | None = None  # stage 2's PatchGAN; None: same as lr
+    epochs: int = 10
+    max_steps: int | None = None  # optimizer steps; when set it replaces `epochs`
+    batch_size: int = 8  # per process (per GPU)
+    grad_accumulation: int = 1  # micro-batches per optimizer step
+    linear_decay: bool = True  # learning rate decays linearly to 0 over the run
+
+
+@register_config_type
+@dataclass(frozen=True)
+class LoggingConfig:
+    log_every: int = 50  # steps between TensorBoard scalars
+    image_every: int = 1000  # steps between TensorBoard image grids
+    tensorboard: bool = True
+    tensorboard_dir: str | None = None  # default: <output_dir>/tensorboard
+    progress_bar: bool = True
+
+
+@register_config_type
+@dataclass(frozen=True)
+class CheckpointConfig:
+    output_dir: str = "runs/train"
+    save_every: int = 2000  # steps; a checkpoint is also written at the last step
+    keep_last: int = 3  # older checkpoints are deleted; 0 keeps all
+
+
+@register_config_type
+@dataclass(frozen=True)
+class Stage1Config:
+    """Stage 1, the encoder E (paper: Adam lr 1e-5, λ_ftr 1, λ_reg 0.0125, 10 epochs, 8/GPU).
+
+    The paper does not give Adam's betas for this stage; we use PyTorch's (0.9, 0.999), the
+    usual choice for a non-adversarial regression objective.
+    """
+
+    stage: ClassVar[int] = 1
+
+    model: str | dict[str, Any] = "full"  # "full", "tiny" or a ColorizerConfig mapping
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimizationConfig = field(default_factory=OptimizationConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(
+        default_factory=lambda: CheckpointConfig(output_dir="runs/stage1")
+    )
+    precision: str = "bf16"  # bf16 autocast on CUDA; CPU always runs in fp32
+    device: str = "auto"
+    seed: int = 0
+
+
+@register_config_type
+@dataclass(frozen=True)
+class Stage2Config:
+    """Stage 2, correspondence + colorization against a PatchGAN (paper: Adam lr 1e-4,
+    λ_perc 1e-3, λ_adv 1, λ_dom 10, λ_ctx 0.1, 10 epochs, 8/GPU).
+
+    The paper does not give Adam's betas; we use (0.5, 0.999), the usual setting for GAN
+    training (pix2pixHD, SPADE), for both optimisers.
+    """
+
+    stage: ClassVar[int] = 2
+
+    model: str | dict[str, Any] = "full"
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimizationConfig = field(
+        default_factory=lambda: OptimizationConfig(lr=1e-4, betas=(0.5, 0.999))
+    )
+    loss: LossWeights = field(default_factory=LossWeights)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(
+        default_factory=lambda: CheckpointConfig(output_dir="runs/stage2")
+    )
+    precision: str = "bf16"
+    device: str = "auto"
+    seed: int = 0
+    guidance: str = Guidance.FEATURES.value  # Table 2 ablations: features|image|unaligned|none
+    patchgan: PatchGANConfig = field(default_factory=PatchGANConfig)
+    vgg_weights: str | None = None  # torchvision's vgg19-dcbb9e9d.pth; None: default places
+    allow_random_vgg: bool = False  # tests only: a missing VGG19 file means random layers
+    contextual_max_positions: int | None = None  # pool VGG maps above this many positions
+
+
+TrainConfig = Stage1Config | Stage2Config
+
+
+def resolve_model_config(spec: str | Mapping[str, Any]) -> ColorizerConfig:
+    if spec == "full":
+        return ColorizerConfig()
+    if spec == "tiny":
+        return ColorizerConfig.tiny()
+    if isinstance(spec, Mapping):
+        return config_from_dict(ColorizerConfig, dict(spec))
+    raise ConfigError(f"model: expected one of {', '.join(MODEL_PRESETS)} or a mapping, got {spec!r}")
+
+
+def validate_train_config(config: TrainConfig) -> None:
+    """Value checks that the field types cannot express; raises ConfigError."""
+    problems = []
+    prior = config.prior
+    sources = [bool(prior.prior_weights_dir), bool(prior.pretrained), prior.random_prior]
+    if sum(sources) != 1:
+        problems.append(
+            "prior: set exactly one of prior_weights_dir (the authors' files), "
+            "pretrained (a save_pretrained folder) or random_prior: true"
+        )
+    optim = config.optim
+    if optim.lr <= 0:
+        problems.append(f"optim.lr must be positive, got {optim.lr}")
+    if optim.discriminator_lr is not None and optim.discriminator_lr <= 0:
+        problems.append(f"optim.discriminator_lr must be positive, got {optim.discriminator_lr}")
+    if isinstance(config, Stage1Config) and optim.discriminator_lr is not None:
+        problems.append("optim.discriminator_lr applies to stage 2 only")
+    if not all(0.0 <= beta < 1.0 for beta in optim.betas):
+        problems.append(f"optim.betas must be in [0, 1), got {list(optim.betas)}")
+    for name in ("epochs", "batch_size", "grad_accumulation"):
+        if getattr(optim, name) < 1:
+            problems.append(f"optim.{name} must be >= 1, got {getattr(optim, name)}")
+    if optim.max_steps is not None and optim.max_steps < 1:
+        problems.append(f"optim.max_steps must be >= 1, got {optim.max_steps}")
+    for name in ("log_every", "image_every"):
+        if getattr(config.logging, name) < 1:
+            problems.append(f"logging.{name} must be >= 1, got {getattr(config.logging, name)}")
+    if config.checkpoint.save_every < 1:
+        problems.append(f"checkpoint.save_every must be >= 1, got {config.checkpoint.save_every}")
+    if config.checkpoint.keep_last < 0:
+        problems.append(f"checkpoint.keep_last must be >= 0, got {config.checkpoint.keep_last}")
+    if not config.checkpoint.output_dir:
+        problems.append("checkpoint.output_dir is not set")
+    if config.precision not in PRECISIONS:
+        problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+    if config.device not in DEVICES:
+        problems.append(f"device must be one of {', '.join(DEVICES)}, got {config.device!r}")
+    if config.data.allow_unlabeled:
+        problems.append("data.allow_unlabeled: training needs an ImageNet class for every photo")
+    if isinstance(config, Stage2Config):
+        valid = [g.value for g in Guidance]
+        if config.guidance not in valid:
+            problems.append(f"guidance must be one of {', '.join(valid)}, got {config.guidance!r}")
+        if config.contextual_max_positions is not None and config.contextual_max_positions < 1:
+            problems.append("contextual_max_positions must be >= 1")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    resolve_model_config(config.model)
+
+
+def config_to_plain(config: Any) -> dict[str, Any]:
+    """A config dataclass as JSON/YAML-safe builtins (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def dump_train_config(config: TrainConfig) -> str:
+    return yaml.safe_dump(config_to_plain(config), sort_keys=False)
+
+
+def stage_config_class(stage: int) -> type[TrainConfig]:
+    classes = {1: Stage1Config, 2: Stage2Config}
+    if stage not in classes:
+        raise ConfigError(f"unknown training stage {stage} (1 or 2)")
+    return classes[stage]
+
+
+def load_train_config(
+    stage: int, path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> TrainConfig:
+    """Stage defaults, then the YAML file at `path`, then `key.sub=value` overrides."""
+    cls = stage_config_class(stage)
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}: not valid YAML{where}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data = loaded or {}
+    for override in overrides:
+        apply_override(data, override, cls)
+    return train_config_from_dict(cls, data)
+
+
+def train_config_from_dict(cls: type[TrainConfig], data: Mapping[str, Any]) -> TrainConfig:
+    defaults = config_to_plain(cls())
+    merged = _merge(defaults, dict(data), cls, prefix="")
+    config = config_from_dict(cls, merged)
+    validate_train_config(config)
+    return config
+
+
+def apply_override(data: dict[str, Any], override: str, cls: type) -> None:
+    """Set `key.sub=value` in the nested dict `data`; the value is parsed as YAML."""
+    key, sep, raw_value = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {override!r}: expected key.sub=value")
+    parts = key.split(".")
+    current_cls: Any = cls
+    target = data
+    for depth, part in enumerate(parts):
+        is_last = depth == len(parts) - 1
+        if current_cls is not None:
+            hints = _type_hints(current_cls)
+            if part not in hints:
+                known = ", ".join(hints)
+                raise ConfigError(f"--set {key}: unknown option '{part}' (known: {known})")
+            next_cls = _dataclass_in(hints[part])
+        else:
+            next_cls = None  # inside a free-form mapping (an explicit model config)
+        if is_last:
+            try:
+                target[part] = yaml.safe_load(raw_value) if raw_value.strip() else None
+            except yaml.YAMLError:
+                raise ConfigError(f"--set {key}: cannot parse value {raw_value!r}") from None
+            return
+        child = target.get(part)
+        if child is None:
+            child = target[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{part}' is {child!r}, not a mapping")
+        target = child
+        current_cls = next_cls
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _dataclass_in(annotation: Any) -> type | None:
+    for option in _union_members(annotation):
+        if isinstance(option, type) and dataclasses.is_dataclass(option):
+            return option
+    return None
+
+
+def _union_members(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _merge(defaults: Any, value: Any, annotation: Any, prefix: str) -> Any:
+    """`value` laid over `defaults`, with leaves coerced to the annotated types."""
+    cls = _dataclass_in(annotation)
+    if cls is not None and isinstance(value, dict):
+        base = defaults if isinstance(defaults, dict) else config_to_plain(cls())
+        hints = _type_hints(cls)
+        unknown = sorted(set(value) - set(hints))
+        if unknown:
+            where = prefix.rstrip(".") or "config"
+            raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}")
+        merged = dict(base)
+        for name, item in value.items():
+            merged[name] = _merge(base.get(name), item, hints[name], f"{prefix}{name}.")
+        return merged
+    return _coerce(value, annotation, prefix.rstrip("."))
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    members = _union_members(annotation)
+    if value is None:
+        if type(None) in members:
+            return None
+        raise ConfigError(f"{key}: a value is required")
+    for option in members:
+        origin = typing.get_origin(option)
+        if option is Any or option is dict or origin is dict:
+            if option is Any or isinstance(value, dict):
+                return value
+        elif option is bool:
+            if isinstance(value, bool):
+                return value
+        elif option is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif option is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    continue
+        elif option is str:
+            if isinstance(value, str):
+                return value
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+        elif origin is tuple:
+            item_types = typing.get_args(option)
+            if isinstance(value, (list, tuple)) and len(value) == len(item_types):
+                return [_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, item_types))]
+    expected = " or ".join(_type_name(m) for m in members)
+    raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "null"
+    if typing.get_origin(annotation) is tuple:
+        return f"a list of {len(typing.get_args(annotation))} numbers"
+    return getattr(annotation, "__name__", str(annotation))

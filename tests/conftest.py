@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # for the authors_spec helper module
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_weights_home(tmp_path_factory, monkeypatch):
+    """No test may find a user's real weights: point the lookup at an empty folder."""
+    monkeypatch.setenv("GCPCOLOR_HOME", str(tmp_path_factory.mktemp("empty_gcpcolor_home")))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not available")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_colorizer():
+    from gcpcolor.pipeline import Colorizer
+
+    torch.set_num_threads(2)
+    return Colorizer.demo(seed=0)
