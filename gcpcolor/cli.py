@@ -247,6 +247,32 @@ def convert(authors_dir: str, output: str) -> None:
     click.echo(f"wrote {output}/config.json and model.safetensors")
 
 
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=7860, show_default=True)
+@click.option("--weights", type=click.Path(file_okay=False), help="Weights folder (default: $GCPCOLOR_HOME or ~/.cache/gcpcolor).")
+@click.option("--demo", is_flag=True, help="Use a tiny untrained model.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def serve(host: str, port: int, weights: str | None, demo: bool, device: str) -> None:
+    """A local web page to try colorization in the browser."""
+    from .web import make_server
+
+    colorizer = _load_colorizer(weights, demo, device, None, None)
+    if colorizer.is_demo:
+        _echo_err(DEMO_NOTICE)
+    try:
+        server = make_server(colorizer, host, port)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    click.echo(f"gcpcolor: open http://{host}:{server.server_address[1]} (Ctrl+C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def _register_training_commands() -> None:
     try:
         from .train_cli import train_command, train_encoder_command
