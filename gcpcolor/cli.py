@@ -16,6 +16,7 @@ import numpy as np
 from .classes import ClassNotFoundError, IMAGENET_CLASSES, resolve_class
 from .config import ConfigError
 from .errors import MissingWeightsError, WeightsFormatError
+from .train_cli import train_command, train_encoder_command
 from .image_io import IMAGE_EXTENSIONS, ImageInputError, ImageOutputError, find_images, load_image, output_path, save_image
 
 EXIT_INPUT_ERRORS = 1
@@ -273,16 +274,8 @@ def serve(host: str, port: int, weights: str | None, demo: bool, device: str) ->
         server.server_close()
 
 
-def _register_training_commands() -> None:
-    try:
-        from .train_cli import train_command, train_encoder_command
-    except ImportError:  # training needs optional extras; inference works without them
-        return
-    main.add_command(train_encoder_command, "train-encoder")
-    main.add_command(train_command, "train")
-
-
-_register_training_commands()
+main.add_command(train_encoder_command, "train-encoder")
+main.add_command(train_command, "train")
 
 
 if __name__ == "__main__":

@@ -140,6 +140,8 @@ class ColorizerConfig:
     deformator: DeformatorConfig | None = field(default_factory=DeformatorConfig)
     work_size: int = 256
     ab_scale: float = 110.0
+    #: conditioning of the colorization network: features (the method) or a Table 2 ablation
+    guidance: str = "features"
 
     @classmethod
     def tiny(cls) -> "ColorizerConfig":

@@ -6,6 +6,7 @@ exactly the same data flow (DESIGN.md, "Data flow").
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -47,12 +48,17 @@ class ForwardOutput:
 class GCPColorizationModel(nn.Module):
     """All networks of the system. BigGAN G/D and the encoder are the frozen prior."""
 
-    def __init__(self, config: ColorizerConfig, guidance: Guidance | str = Guidance.FEATURES):
+    def __init__(self, config: ColorizerConfig, guidance: Guidance | str | None = None):
         super().__init__()
         if config.work_size != config.biggan.resolution:
             raise ValueError("work_size must equal the BigGAN resolution (256)")
-        self.config = config
-        self.guidance = Guidance(guidance)
+        try:
+            self.guidance = Guidance(config.guidance if guidance is None else guidance)
+        except ValueError:
+            valid = ", ".join(g.value for g in Guidance)
+            raise ValueError(f"guidance must be one of {valid}, got {guidance or config.guidance!r}") from None
+        # The config travels with every checkpoint, so it records the guidance actually built.
+        self.config = dataclasses.replace(config, guidance=self.guidance.value)
         self.generator = BigGANGenerator(config.biggan)
         self.discriminator = BigGANDiscriminator(config.biggan)
         self.encoder = BigGANEncoder(config.encoder)

@@ -275,6 +275,9 @@ def apply_override(data: dict[str, Any], override: str, cls: type) -> None:
                 raise ConfigError(f"--set {key}: cannot parse value {raw_value!r}") from None
             return
         child = target.get(part)
+        if part == "model" and depth == 0 and isinstance(child, str):
+            # A preset name becomes its full mapping, so single sizes can be changed.
+            child = target[part] = config_to_plain(resolve_model_config(child))
         if child is None:
             child = target[part] = {}
         elif not isinstance(child, dict):

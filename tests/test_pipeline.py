@@ -153,3 +153,18 @@ def test_authors_checkpoints_give_same_outputs_as_converted(tmp_path):
     b = Colorizer.from_pretrained(tmp_path / "ours")
     gray = _gray_photo(40, 40)
     assert np.array_equal(a.colorize(gray, 0).image, b.colorize(gray, 0).image)
+
+
+def test_ablation_guidance_survives_save_and_load(tmp_path):
+    import dataclasses
+
+    torch.manual_seed(0)
+    model = GCPColorizationModel(dataclasses.replace(ColorizerConfig.tiny(), guidance="image"))
+    assert model.colorization_net.up_norm3.mlp_gamma.in_channels == 3
+    Colorizer(model).save_pretrained(tmp_path)
+    reloaded = Colorizer.from_pretrained(tmp_path)
+    assert reloaded.model.guidance.value == "image"
+    gray = _gray_photo(32, 32)
+    assert np.array_equal(reloaded.colorize(gray, 1).image, Colorizer(model).colorize(gray, 1).image)
+    with pytest.raises(ValueError, match="guidance must be one of"):
+        GCPColorizationModel(dataclasses.replace(ColorizerConfig.tiny(), guidance="sideways"))
