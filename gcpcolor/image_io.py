@@ -162,6 +162,13 @@ def _apply_exif_orientation(image: Image.Image, path: Path) -> None:
         logger.warning("%s: ignoring unreadable EXIF orientation: %s", path, _one_line(error))
 
 
+def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
+    """An in-memory PIL image as float32 RGB (H, W, 3) in [0, 1], by the rules of `load_image`."""
+    image = image.copy()  # EXIF transposition works in place; the caller's image stays as it was
+    _apply_exif_orientation(image, Path("<image>"))
+    return _to_float_rgb(image, Path("<image>"))
+
+
 def _to_float_rgb(image: Image.Image, path: Path) -> np.ndarray:
     mode = image.mode
     if mode in ("1", "F", "I") or mode.startswith("I;16"):
