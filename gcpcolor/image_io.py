@@ -210,7 +210,9 @@ def _high_depth_gray(image: Image.Image) -> np.ndarray:
         bits = 16
     else:
         bits = _stored_bits_per_sample(image)
-    values = np.asarray(image).astype(np.float64) * (1.0 / (2**bits - 1))
+    # Mode 'I' holds signed 32-bit integers: a full 32-bit sample tops out at 2**31 - 1.
+    maximum = 2**31 - 1 if bits >= 32 else 2**bits - 1
+    values = np.asarray(image).astype(np.float64) * (1.0 / maximum)
     return np.clip(values, 0.0, 1.0).astype(np.float32)
 
 
