@@ -137,15 +137,16 @@ def colorize(
     if colorizer.is_demo:
         _echo_err(DEMO_NOTICE)
 
-    failures = 0
     pending: list[_Job] = []
+    blocked = 0  # existing outputs the user did not allow us to replace
     for job in jobs:
         if job.target.exists() and not overwrite:
             if not skip_existing:
                 _echo_err(f"skipped {job.source}: output {job.target} exists (use --overwrite or --skip-existing)")
-                failures += 1
+                blocked += 1
             continue
         pending.append(job)
+    failures = 0
 
     progress = tqdm(total=len(pending), unit="photo", disable=quiet or not pending, file=sys.stderr)
 
@@ -197,10 +198,9 @@ def colorize(
         for job in batch:
             job.rgb = None
     progress.close()
-    done = len(pending) - failures if failures <= len(pending) else 0
     if not quiet:
-        _echo_err(f"colorized {max(done, 0)} of {len(jobs)} photo(s) into {output}")
-    if failures:
+        _echo_err(f"colorized {len(pending) - failures} of {len(jobs)} photo(s) into {output}")
+    if failures or blocked:
         sys.exit(EXIT_INPUT_ERRORS)
 
 
