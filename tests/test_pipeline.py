@@ -48,12 +48,11 @@ def test_zero_ab_returns_the_original_gray_exactly(demo_colorizer):
 
 
 def test_colour_input_is_converted_to_lightness(demo_colorizer):
-    rgb = np.random.default_rng(3).random((64, 80, 3)).astype(np.float32)
-    gray = np.repeat(_lightness(rgb).numpy()[:, :, None], 1, axis=2)
     from gcpcolor.color import gray_to_rgb
 
-    gray_rgb = gray_to_rgb(torch.from_numpy(gray)[None, None].permute(0, 1, 2, 3)[:, :, :, :, 0] if False else
-                           torch.from_numpy(gray).view(1, 1, 64, 80))[0].permute(1, 2, 0).numpy()
+    rgb = np.random.default_rng(3).random((64, 80, 3)).astype(np.float32)
+    lightness = _lightness(rgb).view(1, 1, 64, 80)
+    gray_rgb = gray_to_rgb(lightness)[0].permute(1, 2, 0).numpy()
     a = demo_colorizer.colorize(rgb, class_id=5).image
     b = demo_colorizer.colorize(gray_rgb, class_id=5).image
     assert np.abs(a - b).max() < 2e-3
