@@ -48,9 +48,13 @@ def _index_by_wnid() -> dict[str, int]:
     return {c.wnid: c.index for c in _load_classes()}
 
 
+def _spaced(name: str) -> str:
+    # Users type "golden_retriever" or "go kart" for "go-kart".
+    return " ".join(re.sub(r"[_\-]", " ", name).split())
+
+
 def _normalise(name: str) -> str:
-    # Users type "golden_retriever", "Golden Retriever" or "go kart" for "go-kart".
-    return " ".join(re.sub(r"[_\-]", " ", name).lower().split())
+    return _spaced(name).lower()
 
 
 @functools.cache
@@ -82,8 +86,9 @@ def _check_index(index: int, spec: object) -> int:
 def resolve_class(spec: int | str) -> int:
     """The class index for an index, a numeric string, a wnid, or a (partial) class name.
 
-    Names are compared case-insensitively with underscores, hyphens and spaces equivalent;
-    an exact name wins over partial matches, and a partial match must be unambiguous.
+    Names are compared case-insensitively (case only settles names that differ in nothing
+    else) with underscores, hyphens and spaces equivalent; an exact name wins over partial
+    matches, and a partial match must be unambiguous.
     """
     if isinstance(spec, bool) or not isinstance(spec, (int, str)):
         raise ClassNotFoundError(f"ImageNet class must be an index or a name, got {spec!r}")
@@ -104,6 +109,16 @@ def resolve_class(spec: int | str) -> int:
         raise ClassNotFoundError("ImageNet class name is empty")
     names = _normalised_names()
     exact = [i for i, name in enumerate(names) if name == query]
+    if len(exact) > 1:
+        # Only case tells some names apart ("Cardigan" the corgi, "cardigan" the sweater).
+        classes = _load_classes()
+        same_case = [i for i in exact if _spaced(classes[i].name) == _spaced(text)]
+        if len(same_case) != 1:
+            raise ClassNotFoundError(
+                f"ImageNet class {spec!r} is ambiguous: it matches {_describe(exact)}; "
+                "type the name with its exact capitalisation or use the index"
+            )
+        exact = same_case
     if exact:
         return exact[0]
     partial = [i for i, name in enumerate(names) if query in name]
@@ -111,12 +126,14 @@ def resolve_class(spec: int | str) -> int:
         return partial[0]
     if partial:
         shown = _describe(partial[:_MAX_SUGGESTIONS])
-        more = f" and {len(partial) - _MAX_SUGGESTIONS} more" if len(partial) > _MAX_SUGGESTIONS else ""
+        hidden = len(partial) - _MAX_SUGGESTIONS
+        more = f" and {hidden} more" if hidden > 0 else ""
         raise ClassNotFoundError(
             f"ImageNet class {spec!r} is ambiguous: it matches {shown}{more}; be more specific"
         )
     close = difflib.get_close_matches(query, names, n=_MAX_SUGGESTIONS, cutoff=0.6)
-    hint = f"; did you mean {_describe([names.index(n) for n in close])}?" if close else ""
+    suggestions = [i for match in close for i, name in enumerate(names) if name == match]
+    hint = f"; did you mean {_describe(suggestions[:_MAX_SUGGESTIONS])}?" if close else ""
     raise ClassNotFoundError(f"unknown ImageNet class {spec!r}{hint}")
 
 

@@ -262,6 +262,11 @@ def _to_pil(rgb: Any) -> Image.Image:
 def _encodable(image: Image.Image, image_format: str) -> Image.Image:
     if image.mode in _FORMAT_MODES[image_format]:
         return image
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        # PIL's own conversion clips these to 0..255 instead of rescaling their range.
+        gray = np.rint(_high_depth_gray(image) * 255.0).astype(np.uint8)
+        image = Image.fromarray(gray, mode="L")
+        return image if "L" in _FORMAT_MODES[image_format] else image.convert("RGB")
     has_alpha = image.mode in ("LA", "PA", "RGBA", "RGBa", "La") or "transparency" in image.info
     return image.convert("RGBA" if has_alpha and image_format in _ALPHA_FORMATS else "RGB")
 
@@ -325,7 +330,9 @@ def save_image(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError as error:
-        raise ImageOutputError(f"{path}: cannot create folder {folder}: a file is in the way") from error
+        raise ImageOutputError(
+            f"{path}: cannot create folder {folder}: a file is in the way"
+        ) from error
     except OSError as error:
         raise ImageOutputError(
             f"{path}: cannot create folder {folder}: {_describe_os_error(error)}"

@@ -19,6 +19,7 @@ from gcpcolor.image_io import (
     find_images,
     load_image,
     output_path,
+    pil_to_rgb_array,
     save_image,
 )
 
@@ -347,7 +348,10 @@ def test_png_round_trip_is_exact_to_one_level(tmp_path: Path) -> None:
     assert _listing(tmp_path) == ["out.png"]
 
 
-@pytest.mark.parametrize(("suffix", "tolerance"), [(".jpg", 0.02), (".jpeg", 0.02), (".webp", 0.03), (".tif", 1e-6), (".bmp", 1e-6)])
+@pytest.mark.parametrize(
+    ("suffix", "tolerance"),
+    [(".jpg", 0.02), (".jpeg", 0.02), (".webp", 0.03), (".tif", 1e-6), (".bmp", 1e-6)],
+)
 def test_other_formats_round_trip(tmp_path: Path, suffix: str, tolerance: float) -> None:
     rgb = _gradient_rgb() / np.float32(255)
     path = tmp_path / f"out{suffix.upper()}"
@@ -374,6 +378,17 @@ def test_save_accepts_tensors_and_pil_images(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "pil.jpg").mode == "RGB"
     with pytest.raises(ValueError, match="shape"):
         save_image(np.zeros((4, 4)), tmp_path / "gray.png")
+
+
+def test_16_bit_pil_image_is_rescaled_for_8_bit_formats(tmp_path: Path) -> None:
+    scan = Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16))
+    assert scan.mode == "I;16"
+    save_image(scan, tmp_path / "scan.png")  # PNG keeps all 16 bits
+    stored = np.asarray(Image.open(tmp_path / "scan.png"))
+    np.testing.assert_array_equal(stored, [[0, 32896, 65535]])
+    save_image(scan, tmp_path / "scan.webp")
+    stored = np.asarray(Image.open(tmp_path / "scan.webp").convert("L")).astype(int)
+    assert np.abs(stored - [[0, 128, 255]]).max() <= 2
 
 
 def test_save_creates_parent_folders_with_normal_permissions(tmp_path: Path) -> None:
@@ -472,17 +487,23 @@ def photo_tree(tmp_path: Path) -> Path:
 def test_folder_is_expanded_recursively_and_sorted(photo_tree: Path) -> None:
     found = find_images([photo_tree])
     relatives = [str(relative) for _, relative in found]
-    assert relatives == ["1950/deep/z.bmp", "1950/x.tif", "1950/y.webp", "a.PNG", "b.jpg", "other/w.png"]
+    assert relatives == [
+        "1950/deep/z.bmp", "1950/x.tif", "1950/y.webp", "a.PNG", "b.jpg", "other/w.png"
+    ]
     assert all(path == photo_tree / relative for path, relative in found)
 
 
 def test_folder_without_recursion(photo_tree: Path) -> None:
-    assert [str(r) for _, r in find_images([str(photo_tree)], recursive=False)] == ["a.PNG", "b.jpg"]
+    found = find_images([str(photo_tree)], recursive=False)
+    assert [str(relative) for _, relative in found] == ["a.PNG", "b.jpg"]
 
 
 def test_files_keep_their_name_whatever_the_suffix(photo_tree: Path) -> None:
     found = find_images([photo_tree / "1950" / "x.tif", photo_tree / "notes.txt"])
-    assert found == [(photo_tree / "1950" / "x.tif", Path("x.tif")), (photo_tree / "notes.txt", Path("notes.txt"))]
+    assert found == [
+        (photo_tree / "1950" / "x.tif", Path("x.tif")),
+        (photo_tree / "notes.txt", Path("notes.txt")),
+    ]
 
 
 def test_glob_patterns(photo_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -496,7 +517,8 @@ def test_glob_patterns(photo_tree: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_duplicates_are_listed_once(photo_tree: Path) -> None:
-    found = find_images([photo_tree / "b.jpg", photo_tree, str(photo_tree / "b.jpg"), photo_tree / "*.jpg"])
+    single = photo_tree / "b.jpg"
+    found = find_images([single, photo_tree, str(single), photo_tree / "*.jpg"])
     paths = [path.resolve() for path, _ in found]
     assert len(paths) == len(set(paths)) == 6
     assert found[0] == (photo_tree / "b.jpg", Path("b.jpg"))
@@ -531,8 +553,29 @@ def test_output_path_mirrors_structure(tmp_path: Path) -> None:
     assert output_path(Path("1950/x.tif"), out) == out / "1950" / "x_color.tif"
     assert output_path(Path("b.JPG"), out, suffix="") == out / "b.JPG"
     assert output_path(Path("anim.gif"), out) == out / "anim_color.png"
-    assert output_path(Path("a/b.tif"), out, suffix="_v2", extension="jpg") == out / "a" / "b_v2.jpg"
+    renamed = output_path(Path("a/b.tif"), out, suffix="_v2", extension="jpg")
+    assert renamed == out / "a" / "b_v2.jpg"
     with pytest.raises(ImageOutputError, match="'.gif'"):
         output_path(Path("b.png"), out, extension=".gif")
     with pytest.raises(ValueError):
         output_path(Path("../escape.png"), out)
+
+
+def test_in_memory_pil_images_follow_the_same_rules() -> None:
+    rgba = Image.new("RGBA", (4, 2), (255, 0, 0, 0))
+    exif = rgba.getexif()
+    exif[EXIF_ORIENTATION] = 6
+    rgba.info["exif"] = exif.tobytes()
+    converted = pil_to_rgb_array(rgba)
+    assert converted.dtype == np.float32 and converted.shape == (4, 2, 3)  # rotated
+    np.testing.assert_array_equal(converted, 1.0)  # transparent -> white
+    assert rgba.size == (4, 2) and rgba.getexif()[EXIF_ORIENTATION] == 6  # caller's image untouched
+
+
+def test_genuine_old_photos_load(shared_data: Path) -> None:
+    photos = find_images([shared_data / "historical"])
+    assert len(photos) >= 20
+    for path, _ in photos:
+        rgb = load_image(path)
+        assert rgb.dtype == np.float32 and rgb.ndim == 3 and rgb.shape[2] == 3
+        assert 0.0 <= rgb.min() and rgb.max() <= 1.0 and rgb.std() > 0.02
