@@ -55,9 +55,36 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+#: BigGAN-PyTorch generator block widths (input, output) in units of g_ch, per resolution.
+GENERATOR_ARCHITECTURES: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    256: ((16, 16, 8, 8, 4, 2), (16, 8, 8, 4, 2, 1)),
+    128: ((16, 16, 8, 4, 2), (16, 8, 4, 2, 1)),
+    64: ((16, 16, 8, 4), (16, 8, 4, 2)),
+}
+#: BigGAN-PyTorch discriminator block output widths in units of d_ch; all blocks but the last
+#: halve the resolution. The encoder E is shaped the same way.
+DISCRIMINATOR_ARCHITECTURES: dict[int, tuple[int, ...]] = {
+    256: (1, 2, 4, 8, 8, 16, 16),
+    128: (1, 2, 4, 8, 16, 16),
+    64: (1, 2, 4, 8, 16),
+}
+
+
+def _check_resolution(owner: str, resolution: int) -> None:
+    if resolution not in DISCRIMINATOR_ARCHITECTURES:
+        valid = ", ".join(str(r) for r in sorted(DISCRIMINATOR_ARCHITECTURES))
+        raise ConfigError(f"{owner}: resolution must be one of {valid}, got {resolution}")
+
+
 @dataclass(frozen=True)
 class BigGANConfig:
-    """BigGAN-PyTorch generator/discriminator at 256x256 (the authors' `biggan_*_256.pth`)."""
+    """BigGAN-PyTorch generator/discriminator (the authors' `biggan_*_256.pth` by default).
+
+    The paper's prior is the 256² ImageNet BigGAN; the 128² and 64² layouts of BigGAN-PyTorch
+    are there for smaller priors trained with `gcpcolor train-prior`. Whatever the prior's
+    resolution, the colorizer works at `ColorizerConfig.work_size` and the prior's features are
+    resampled to its scales.
+    """
 
     g_ch: int = 96
     d_ch: int = 96
@@ -70,9 +97,31 @@ class BigGANConfig:
     bn_eps: float = 1e-5
     sn_eps: float = 1e-12
 
+    def __post_init__(self) -> None:
+        _check_resolution("BigGANConfig", self.resolution)
+        blocks = len(GENERATOR_ARCHITECTURES[self.resolution][1])
+        if self.bottom_width * 2**blocks != self.resolution:
+            raise ConfigError(
+                f"BigGANConfig: bottom_width {self.bottom_width} with {blocks} upsampling blocks "
+                f"does not give resolution {self.resolution}"
+            )
+
+    @property
+    def generator_widths(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(input, output) channel multipliers of the generator blocks."""
+        return GENERATOR_ARCHITECTURES[self.resolution]
+
+    @property
+    def discriminator_widths(self) -> tuple[int, ...]:
+        return DISCRIMINATOR_ARCHITECTURES[self.resolution]
+
+    @property
+    def generator_block_resolutions(self) -> list[int]:
+        return [self.bottom_width * 2 ** (i + 1) for i in range(len(self.generator_widths[1]))]
+
     @property
     def num_slots(self) -> int:
-        return 7  # six generator blocks plus the first linear layer
+        return len(self.generator_widths[1]) + 1  # one chunk per block plus the first linear layer
 
     @property
     def z_chunk_size(self) -> int:
@@ -84,13 +133,17 @@ class BigGANConfig:
 
     @property
     def feature_channels(self) -> dict[int, int]:
-        """Channels of the generator block outputs handed to the colorization network."""
-        return {64: 4 * self.g_ch, 128: 2 * self.g_ch, 256: self.g_ch}
+        """Channels of the last three generator block outputs, keyed by their resolution
+        ({64: 384, 128: 192, 256: 96} for the paper's prior); handed to the colorization net."""
+        outputs = self.generator_widths[1][-3:]
+        resolutions = self.generator_block_resolutions[-3:]
+        return {r: m * self.g_ch for r, m in zip(resolutions, outputs)}
 
     @property
     def correspondence_channels(self) -> int:
-        """Discriminator features at 64² (2·d_ch) plus the upsampled 32² ones (4·d_ch)."""
-        return 6 * self.d_ch
+        """Discriminator blocks 2 and 3 (64² and 32² at 256²): 2·d_ch + 4·d_ch."""
+        widths = self.discriminator_widths
+        return (widths[1] + widths[2]) * self.d_ch
 
 
 @dataclass(frozen=True)
@@ -103,6 +156,10 @@ class EncoderConfig:
     n_classes: int = 1000
     attention_resolution: int = 64
     bn_eps: float = 1e-5
+    resolution: int = 256  # the gray input is resized to the prior's resolution
+
+    def __post_init__(self) -> None:
+        _check_resolution("EncoderConfig", self.resolution)
 
 
 @dataclass(frozen=True)
@@ -122,6 +179,9 @@ class ColorizationConfig:
     n_downsampling: int = 2
     in_channels: int = 1
     out_channels: int = 2
+    #: SPADE refines the reference with a modulated deformable conv (the paper); False swaps in
+    #: a gated plain conv, far cheaper to train on CPU (our small default model)
+    deformable: bool = True
 
 
 @dataclass(frozen=True)
@@ -142,6 +202,23 @@ class ColorizerConfig:
     ab_scale: float = 110.0
     #: conditioning of the colorization network: features (the method) or a Table 2 ablation
     guidance: str = "features"
+
+    def __post_init__(self) -> None:
+        prior, encoder = self.biggan, self.encoder
+        mismatches = [
+            (f"encoder.{name}", getattr(encoder, name), f"biggan.{other}", getattr(prior, other))
+            for name, other in (("resolution", "resolution"), ("z_dim", "dim_z"), ("n_classes", "n_classes"))
+            if getattr(encoder, name) != getattr(prior, other)
+        ]
+        if self.deformator is not None and self.deformator.dim != prior.used_z_dims:
+            mismatches.append(("deformator.dim", self.deformator.dim, "the used z dims", prior.used_z_dims))
+        if mismatches:
+            raise ConfigError(
+                "ColorizerConfig: " + "; ".join(f"{a}={va} must equal {b}={vb}" for a, va, b, vb in mismatches)
+            )
+        if self.work_size != 256:
+            # The colorization network's decoder scales are those of the paper's 256² working size.
+            raise ConfigError(f"ColorizerConfig: work_size must be 256, got {self.work_size}")
 
     @classmethod
     def tiny(cls) -> "ColorizerConfig":

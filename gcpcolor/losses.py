@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gcpcolor.config import register_config_type
+from gcpcolor.model import resample_square
 from gcpcolor.models.vgg import VGG19Features
 
 
@@ -45,6 +46,27 @@ class LossWeights:
             "relu4_2": self.contextual_relu4_2,
             "relu5_2": self.contextual_relu5_2,
         }
+
+
+class DiscriminatorFeatures(nn.Module):
+    """Loss features from the frozen prior discriminator: its first three block outputs.
+
+    Takes RGB in [0, 1] at any size (resized to the prior's resolution, as the discriminator
+    was trained), returns a dict like `VGG19Features` does, finest layer first.
+    """
+
+    LAYERS = ("block1", "block2", "block3")
+
+    def __init__(self, discriminator: nn.Module, resolution: int) -> None:
+        super().__init__()
+        self.layers = self.LAYERS
+        self.discriminator = discriminator
+        self.resolution = resolution
+
+    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+        prior_input = resample_square(rgb, self.resolution) * 2 - 1
+        outputs = self.discriminator.block_outputs(prior_input, depth=len(self.LAYERS))
+        return dict(zip(self.LAYERS, outputs))
 
 
 def encoder_feature_loss(
@@ -138,7 +160,7 @@ class ContextualLoss(nn.Module):
 
     def __init__(
         self,
-        vgg: VGG19Features,
+        vgg: VGG19Features | DiscriminatorFeatures,
         layer_weights: Mapping[str, float] | None = None,
         band_width: float = 0.1,
         max_positions: int | None = None,
@@ -147,7 +169,7 @@ class ContextualLoss(nn.Module):
         self.layer_weights = dict(layer_weights or LossWeights().contextual_layer_weights)
         missing = [layer for layer in self.layer_weights if layer not in vgg.layers]
         if missing:
-            raise ValueError(f"ContextualLoss: the VGG19Features does not compute layer(s) {missing}")
+            raise ValueError(f"ContextualLoss: the feature extractor does not compute layer(s) {missing}")
         self.vgg = vgg
         self.band_width = band_width
         self.max_positions = max_positions

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .color import AB_SCALE
@@ -18,12 +19,20 @@ from .config import ColorizerConfig
 from .models.biggan_discriminator import BigGANDiscriminator
 from .models.biggan_encoder import BigGANEncoder
 from .models.biggan_generator import BigGANGenerator
-from .models.colorization_net import ColorizationNet
+from .models.colorization_net import REFERENCE_RESOLUTIONS, ColorizationNet
 from .models.correspondence import CorrespondenceNet, warp
 from .models.deformator import LatentDeformator
 
 #: Spatial size of the correspondence matrix (DESIGN.md: M is 4096 x 4096 at 64²).
 CORRESPONDENCE_GRID = 64
+
+
+def resample_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of (B, C, H, W) to size², antialiased when shrinking; identity at size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    shrinking = images.shape[-1] > size
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)
 
 
 class Guidance(str, enum.Enum):
@@ -50,8 +59,6 @@ class GCPColorizationModel(nn.Module):
 
     def __init__(self, config: ColorizerConfig, guidance: Guidance | str | None = None):
         super().__init__()
-        if config.work_size != config.biggan.resolution:
-            raise ValueError("work_size must equal the BigGAN resolution (256)")
         try:
             self.guidance = Guidance(config.guidance if guidance is None else guidance)
         except ValueError:
@@ -68,10 +75,42 @@ class GCPColorizationModel(nn.Module):
         self.colorization_net = ColorizationNet(config.colorization, self.reference_channels())
         self.deformator = LatentDeformator(config.deformator) if config.deformator else None
 
+    @property
+    def prior_resolution(self) -> int:
+        return self.config.biggan.resolution
+
     def reference_channels(self) -> dict[int, int]:
+        """Channels of the conditioning at each colorizer scale (keyed 64/128/256)."""
         if self.guidance is Guidance.IMAGE:
-            return {64: 3, 128: 3, 256: 3}
-        return dict(self.config.biggan.feature_channels)
+            return {size: 3 for size in REFERENCE_RESOLUTIONS}
+        prior_channels = [c for _, c in sorted(self.config.biggan.feature_channels.items())]
+        return dict(zip(REFERENCE_RESOLUTIONS, prior_channels))
+
+    def to_prior_resolution(self, images: torch.Tensor) -> torch.Tensor:
+        """Photos at the working size, resized to what the prior networks were trained on."""
+        return resample_square(images, self.prior_resolution)
+
+    def prior_features(self, features: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The generator's last three block outputs resampled to the colorizer's scales.
+
+        A prior at the working resolution hands them over unchanged (the paper's case); a
+        smaller prior's coarser maps are upsampled bilinearly.
+        """
+        ordered = [f for _, f in sorted(features.items())]
+        return {size: resample_square(f, size) for size, f in zip(REFERENCE_RESOLUTIONS, ordered)}
+
+    @staticmethod
+    def _warp_native(matrix: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Warp a prior map at its own resolution (at least the correspondence grid); a small
+        prior's maps are upsampled after warping, which costs a fraction of warping them at the
+        colorizer's scales. For the paper's 256² prior nothing is resampled."""
+        return warp(matrix, resample_square(reference, max(reference.shape[-1], CORRESPONDENCE_GRID)), CORRESPONDENCE_GRID)
+
+    def correspondence_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Discriminator features of photos or exemplars (gray L/50 - 1 or RGB in [-1, 1], any
+        size) on the correspondence grid."""
+        features = self.discriminator.correspondence_features(self.to_prior_resolution(images))
+        return resample_square(features, CORRESPONDENCE_GRID)
 
     def prior_modules(self) -> list[nn.Module]:
         """The frozen generative prior (never trained in stage 2)."""
@@ -79,11 +118,11 @@ class GCPColorizationModel(nn.Module):
 
     @torch.no_grad()
     def predict_class(self, l_input: torch.Tensor) -> torch.Tensor:
-        """ImageNet class from the BigGAN discriminator's projection head on the gray photo."""
-        return self.discriminator.class_logits(l_input).argmax(dim=1)
+        """The prior's class from the BigGAN discriminator's projection head on the gray photo."""
+        return self.discriminator.class_logits(self.to_prior_resolution(l_input)).argmax(dim=1)
 
     def invert(self, l_input: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
-        return self.encoder.encode(l_input, class_ids)
+        return self.encoder.encode(self.to_prior_resolution(l_input), class_ids)
 
     def forward(
         self,
@@ -96,28 +135,26 @@ class GCPColorizationModel(nn.Module):
             with torch.no_grad():
                 z = self.invert(l_input, class_ids)
         with torch.no_grad():
-            exemplar, features = self.generator.generate(z, class_ids)
-            gray_features = self.discriminator.correspondence_features(l_input)
-            exemplar_features = self.discriminator.correspondence_features(exemplar)
+            prior_exemplar, prior_features = self.generator.generate(z, class_ids)
+            gray_features = self.correspondence_features(l_input)
+            exemplar_features = self.correspondence_features(prior_exemplar)
 
         gray_embedding = self.correspondence.embed_gray(gray_features)
         reference_embedding = self.correspondence.embed_reference(exemplar_features)
         matrix = self.correspondence.correspondence(gray_embedding, reference_embedding)
-        warped_exemplar = warp(matrix, exemplar, CORRESPONDENCE_GRID)
+        work_size = self.config.work_size
+        warped_exemplar = resample_square(self._warp_native(matrix, prior_exemplar), work_size)
+        exemplar = resample_square(prior_exemplar, work_size)
 
         if self.guidance is Guidance.FEATURES:
-            conditioning = {k: warp(matrix, f, CORRESPONDENCE_GRID) for k, f in features.items()}
+            ordered = [self._warp_native(matrix, f) for _, f in sorted(prior_features.items())]
+            conditioning = {size: resample_square(f, size) for size, f in zip(REFERENCE_RESOLUTIONS, ordered)}
         elif self.guidance is Guidance.IMAGE:
-            conditioning = {
-                size: nn.functional.interpolate(
-                    warped_exemplar, size=(size, size), mode="bilinear", align_corners=False
-                )
-                for size in features
-            }
+            conditioning = {size: resample_square(warped_exemplar, size) for size in REFERENCE_RESOLUTIONS}
         elif self.guidance is Guidance.UNALIGNED:
-            conditioning = features
+            conditioning = self.prior_features(prior_features)
         else:
-            conditioning = {k: torch.zeros_like(f) for k, f in features.items()}
+            conditioning = {k: torch.zeros_like(f) for k, f in self.prior_features(prior_features).items()}
 
         ab = self.colorization_net(l_input, conditioning) * AB_SCALE
         return ForwardOutput(

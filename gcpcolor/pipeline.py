@@ -30,7 +30,15 @@ from .errors import MissingWeightsError, WeightsFormatError
 from . import image_io
 from .image_io import load_image, save_image
 from .model import GCPColorizationModel
-from .weights import AUTHORS_FILES, CONFIG_NAME, WEIGHTS_NAME, find_pretrained_dir, search_dirs
+from .weights import (
+    AUTHORS_FILES,
+    BUNDLED_MODEL_DIR,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    find_pretrained_dir,
+    search_dirs,
+    write_atomically,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +148,12 @@ class Colorizer:
         load_state_dict_strict(model, state, weights_path)
         return cls(model, device=device, **kwargs)
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write `config.json` + `model.safetensors`; reload with `from_pretrained(path)`."""
-        save_model_pretrained(self.model, path)
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Write `config.json` + `model.safetensors`; reload with `from_pretrained(path)`.
+
+        `dtype=torch.float16` halves the file; loading casts back to float32.
+        """
+        save_model_pretrained(self.model, path, dtype)
 
     @classmethod
     def from_authors_checkpoints(
@@ -153,14 +164,22 @@ class Colorizer:
         return cls(load_authors_model(weights_dir), device=device, **kwargs)
 
     @classmethod
+    def default(cls, device: str = "cpu", **kwargs) -> "Colorizer":
+        """The model shipped inside the package (trained by the project on its own prior)."""
+        return cls.from_pretrained(BUNDLED_MODEL_DIR, device=device, **kwargs)
+
+    @classmethod
     def load(cls, weights_dir: str | os.PathLike | None = None, device: str = "cpu", **kwargs) -> "Colorizer":
-        """Our format if a search directory has it, else the authors' released files."""
+        """Our format if a search directory has it, else the authors' released files; with no
+        `weights_dir` and nothing installed, the bundled default model."""
         pretrained = find_pretrained_dir(weights_dir)
         if pretrained is not None:
             return cls.from_pretrained(pretrained, device=device, **kwargs)
         try:
             return cls.from_authors_checkpoints(weights_dir, device=device, **kwargs)
         except MissingWeightsError as exc:
+            if weights_dir is None and (BUNDLED_MODEL_DIR / CONFIG_NAME).is_file():
+                return cls.default(device=device, **kwargs)
             looked = ", ".join(str(d) for d in search_dirs(weights_dir))
             raise MissingWeightsError(
                 f"no gcpcolor weights found in {looked}: need {CONFIG_NAME} + {WEIGHTS_NAME}, or the "
@@ -328,21 +347,24 @@ def _to_images(batch: torch.Tensor) -> list[np.ndarray]:
     return list(images)
 
 
-def save_model_pretrained(model: GCPColorizationModel, path: str | os.PathLike) -> None:
-    """Our checkpoint format: `config.json` beside `model.safetensors`, written atomically."""
+def save_model_pretrained(
+    model: GCPColorizationModel, path: str | os.PathLike, dtype: torch.dtype | None = None
+) -> None:
+    """Our checkpoint format: `config.json` beside `model.safetensors`, written atomically.
+
+    With `dtype`, floating-point tensors are stored in it (integer buffers keep theirs).
+    """
     directory = Path(path).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
-    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    for name, writer in (
-        (WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "gcpcolor"})),
-        (CONFIG_NAME, lambda p: model.config.save(p)),
-    ):
-        temporary = directory / f".{name}.tmp-{os.getpid()}"
-        try:
-            writer(temporary)
-            os.replace(temporary, directory / name)
-        finally:
-            temporary.unlink(missing_ok=True)
+    state = {
+        key: (value.to(dtype) if dtype is not None and value.is_floating_point() else value).detach().cpu().contiguous()
+        for key, value in model.state_dict().items()
+    }
+    write_atomically(
+        directory / WEIGHTS_NAME,
+        lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "gcpcolor"}),
+    )
+    write_atomically(directory / CONFIG_NAME, model.config.save)
 
 
 def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float = 6.0, overwrite: bool = False) -> None:

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .color import gray_to_rgb, lab_to_rgb
-from .config import ColorizerConfig
+from .config import ColorizerConfig, DeformatorConfig
 from .data import make_dataloader, make_dataset
 from .legacy import (
     load_biggan_discriminator,
@@ -55,8 +55,10 @@ from .legacy import (
     load_deformator,
     load_state_dict_strict,
 )
+from .errors import MissingWeightsError
 from .losses import (
     ContextualLoss,
+    DiscriminatorFeatures,
     domain_alignment_loss,
     encoder_feature_loss,
     latent_regularizer,
@@ -64,10 +66,11 @@ from .losses import (
     lsgan_generator_loss,
     perceptual_loss,
 )
-from .model import ForwardOutput, GCPColorizationModel, Guidance
+from .model import ForwardOutput, GCPColorizationModel, Guidance, resample_square
 from .models.patchgan import MultiScalePatchGAN, lab_to_discriminator_input
 from .models.vgg import VGG19Features, find_vgg19_weights
 from .pipeline import Colorizer, save_model_pretrained
+from .prior import load_prior
 from .training_config import (
     Stage1Config,
     Stage2Config,
@@ -375,6 +378,9 @@ def build_model(config: TrainConfig, guidance: Guidance, needs_encoder: bool) ->
             logger.info("guidance %s changes the colorization network: it starts from scratch", guidance.value)
         return model
 
+    if prior.prior_dir:
+        return _model_with_own_prior(config, guidance, prior.prior_dir)
+
     weights_dir = prior.prior_weights_dir
     roles = ["generator", "discriminator"] + (["encoder"] if needs_encoder else [])
     # Look for every file before building anything: a missing one is reported at once.
@@ -393,6 +399,31 @@ def build_model(config: TrainConfig, guidance: Guidance, needs_encoder: bool) ->
         model.encoder = load_biggan_encoder(paths["encoder"], model_config.encoder)
     if "deformator" in paths and model_config.deformator is not None:
         model.deformator = load_deformator(paths["deformator"], model_config.deformator)
+    return model
+
+
+def _model_with_own_prior(config: TrainConfig, guidance: Guidance, prior_dir: str) -> GCPColorizationModel:
+    """The configured model around a `gcpcolor train-prior` generator and discriminator."""
+    generator, discriminator = load_prior(prior_dir)
+    biggan = generator.config
+    model_config = resolve_model_config(config.model)
+    model_config = dataclasses.replace(
+        model_config,
+        biggan=biggan,
+        encoder=dataclasses.replace(
+            model_config.encoder,
+            resolution=biggan.resolution,
+            z_dim=biggan.dim_z,
+            n_classes=biggan.n_classes,
+            attention_resolution=biggan.attention_resolution,
+        ),
+        deformator=DeformatorConfig(dim=biggan.used_z_dims),
+    )
+    model = GCPColorizationModel(model_config, guidance)
+    model.generator, model.discriminator = generator, discriminator
+    with torch.no_grad():
+        # No direction discovery has run for this prior: identity directions (raw latent axes).
+        model.deformator.log_mat_half.zero_()
     return model
 
 
@@ -492,12 +523,7 @@ class _Trainer:
         # Every rank builds the networks from the same seed, so random initialisations (and a
         # random prior, which DDP does not broadcast) agree everywhere.
         seed_everything(config.seed)
-        self.model = build_model(config, self.guidance, needs_encoder=self.stage == 2).to(self.device)
-        if config.data.image_size != self.model.config.work_size:
-            raise TrainingSetupError(
-                f"data.image_size must be the model's working size {self.model.config.work_size}, "
-                f"got {config.data.image_size}"
-            )
+        self.model = self._build_model().to(self.device)
         self.optimizers: dict[str, Optimizer] = {}
         self.schedulers: dict[str, LambdaLR] = {}
         self._build()
@@ -516,6 +542,26 @@ class _Trainer:
     @property
     def guidance(self) -> Guidance:
         return Guidance.FEATURES
+
+    def _build_model(self) -> nn.Module:
+        """All networks of the stage, trained and frozen, on the CPU."""
+        model = build_model(self.config, self.guidance, needs_encoder=self.stage == 2)
+        if self.config.data.image_size != model.config.work_size:
+            raise TrainingSetupError(
+                f"data.image_size must be the model's working size {model.config.work_size}, "
+                f"got {self.config.data.image_size}"
+            )
+        return model
+
+    def _save_model_config(self, path: Path) -> None:
+        self.model.config.save(path)
+
+    def _same_model_config(self, path: Path) -> bool:
+        return ColorizerConfig.load(path) == self.model.config
+
+    def _export(self, folder: Path) -> None:
+        """The trained model in its reloadable format."""
+        save_model_pretrained(self.model, folder)
 
     def _check_weight_files(self) -> None:
         """Fail early on a missing weight file the stage needs besides the prior."""
@@ -752,7 +798,7 @@ class _Trainer:
             metadata={"stage": str(self.stage), "step": str(self.step)},
         )
         (folder / TRAIN_CONFIG_FILE).write_text(dump_train_config(self.config))
-        self.model.config.save(folder / MODEL_CONFIG_FILE)
+        self._save_model_config(folder / MODEL_CONFIG_FILE)
         torch.save(state, folder / STATE_FILE)
 
     def _load_checkpoint(self, folder: Path) -> None:
@@ -761,7 +807,7 @@ class _Trainer:
             raise TrainingSetupError(
                 f"{folder}: a stage-{state.get('stage')} checkpoint cannot resume stage {self.stage}"
             )
-        if ColorizerConfig.load(folder / MODEL_CONFIG_FILE) != self.model.config:
+        if not self._same_model_config(folder / MODEL_CONFIG_FILE):
             raise TrainingSetupError(f"{folder}: made with another model configuration than this config's")
         self._warn_config_changes(folder)
         weights = load_file(str(folder / WEIGHTS_FILE))
@@ -806,7 +852,7 @@ class _Trainer:
         final = None
         if self.context.is_main:
             final = self.output_dir / FINAL_DIR
-            save_model_pretrained(self.model, final)
+            self._export(final)
             (final / TRAIN_CONFIG_FILE).write_text(dump_train_config(self.config))
             logger.info("exported the trained model to %s", final)
             if self.skipped_files:
@@ -884,11 +930,12 @@ class EncoderTrainer(_Trainer):
         weights = self.config.loss
         discriminator = self.model.discriminator
         with self.autocast():
-            z = self.wrapped_inversion(l_input, class_ids)
+            # The prior networks see photos at their own resolution (256² for the paper's).
+            z = self.wrapped_inversion(self.model.to_prior_resolution(l_input), class_ids)
             inversion, _ = self.model.generator.generate(z, class_ids)
             inversion_features = discriminator.encoder_loss_features(inversion)
             with torch.no_grad():
-                real_features = discriminator.encoder_loss_features(rgb * 2 - 1)
+                real_features = discriminator.encoder_loss_features(self.model.to_prior_resolution(rgb * 2 - 1))
         feature = encoder_feature_loss(
             [f.float() for f in inversion_features], [f.float() for f in real_features]
         )
@@ -897,7 +944,7 @@ class EncoderTrainer(_Trainer):
         terms = {"total": total, "feature": feature, "latent": latent}
         visuals = {
             "gray": gray_to_rgb(lab[:, :1]),
-            "inversion": (inversion.detach().float() + 1) / 2,
+            "inversion": resample_square((inversion.detach().float() + 1) / 2, rgb.shape[-1]),
             "truth": rgb,
         }
         return terms, visuals
@@ -935,7 +982,7 @@ class ColorizerForward(nn.Module):
         # unused (none, unaligned), and their bucket would never be all-reduced.
         output = dataclasses.replace(output, warped_exemplar=output.warped_exemplar.detach())
         with torch.no_grad():
-            truth_features = model.discriminator.correspondence_features(truth_rgb * 2 - 1)
+            truth_features = model.correspondence_features(truth_rgb * 2 - 1)
         return output, self.correspondence.embed_reference(truth_features)
 
 
@@ -955,8 +1002,19 @@ class ColorizationTrainer(_Trainer):
         return Guidance(self.config.guidance)
 
     def _check_weight_files(self) -> None:
-        if not self.config.allow_random_vgg:
-            find_vgg19_weights(self.config.vgg_weights)
+        """Settle the loss feature extractor; the checkpoints' config records the one used."""
+        config = self.config
+        extractor = config.feature_extractor
+        if extractor == "auto":
+            try:
+                find_vgg19_weights(config.vgg_weights)
+                extractor = "vgg19"
+            except MissingWeightsError:
+                extractor = "prior_discriminator"
+            logger.info("loss features: %s", extractor)
+        elif extractor == "vgg19" and not config.allow_random_vgg:
+            find_vgg19_weights(config.vgg_weights)
+        self.config = dataclasses.replace(config, feature_extractor=extractor)
 
     def _build(self) -> None:
         config, model = self.config, self.model
@@ -966,10 +1024,22 @@ class ColorizationTrainer(_Trainer):
             module.train()
             module.requires_grad_(True)
         self.patchgan = MultiScalePatchGAN(config.patchgan).to(self.device).train()
-        self.vgg = VGG19Features(config.vgg_weights, layers=VGG_LAYERS, allow_random=config.allow_random_vgg)
-        self.vgg = self.vgg.to(self.device)
+        if config.feature_extractor == "vgg19":
+            self.loss_features: nn.Module = VGG19Features(
+                config.vgg_weights, layers=VGG_LAYERS, allow_random=config.allow_random_vgg
+            )
+            layers = VGG_LAYERS
+        else:
+            # The paper already uses the prior's discriminator as a feature extractor for the
+            # inversion loss; without VGG19 it stands in for the perceptual and contextual ones.
+            self.loss_features = DiscriminatorFeatures(model.discriminator, model.prior_resolution)
+            layers = DiscriminatorFeatures.LAYERS
+        self.loss_features = self.loss_features.to(self.device)
+        self.perceptual_layer = layers[-1]
         self.contextual = ContextualLoss(
-            self.vgg, config.loss.contextual_layer_weights, max_positions=config.contextual_max_positions
+            self.loss_features,
+            dict(zip(layers, config.loss.contextual_layer_weights.values())),
+            max_positions=config.contextual_max_positions,
         )
         # Without warping (none / unaligned) the matching layers after the embeddings get no
         # gradient; DDP must be told to expect that.
@@ -1017,12 +1087,12 @@ class ColorizationTrainer(_Trainer):
         output_rgb = lab_to_rgb(fake_lab)
         exemplar_rgb = ((output.exemplar.float() + 1) / 2).clamp(0, 1)
         with self.autocast():
-            output_features = _as_float(self.vgg(output_rgb))
+            output_features = _as_float(self.loss_features(output_rgb))
             with torch.no_grad():
-                truth_features = _as_float(self.vgg(rgb))
-                exemplar_features = _as_float(self.vgg(exemplar_rgb))
+                truth_features = _as_float(self.loss_features(rgb))
+                exemplar_features = _as_float(self.loss_features(exemplar_rgb))
             fake_scores = [score.float() for score in self._scores_for_generator(fake_lab)]
-        perceptual = perceptual_loss(output_features, truth_features)
+        perceptual = perceptual_loss(output_features, truth_features, self.perceptual_layer)
         contextual = self.contextual.feature_loss(output_features, exemplar_features)
         adversarial = lsgan_generator_loss(fake_scores)
         domain = domain_alignment_loss(output.gray_embedding.float(), truth_embedding.float())

@@ -1,4 +1,4 @@
-"""`gcpcolor train-encoder` (stage 1) and `gcpcolor train` (stage 2).
+"""`gcpcolor train-prior` (stage 0), `gcpcolor train-encoder` (stage 1), `gcpcolor train` (stage 2).
 
 The module is also runnable on its own, which is the form torchrun launches:
 
@@ -66,12 +66,25 @@ def _run(stage: int, config_path: str, resume: str | None, overrides: Sequence[s
     _configure_logging()
     try:
         config = load_train_config(stage, config_path, overrides)
-        result = run_training(config, resume)
+        if stage == 0:
+            from .train_prior import run_prior_training, validate_prior_config
+
+            validate_prior_config(config)
+            result = run_prior_training(config, resume)
+        else:
+            result = run_training(config, resume)
     except EXPECTED_ERRORS as exc:
         message = " ".join(str(exc).split("\n"))
         raise TrainingCommandError(message) from None
     if result.final_dir is not None:
         click.echo(f"trained model written to {result.final_dir}")
+
+
+@click.command("train-prior")
+@_training_options
+def train_prior_command(config_path: str, resume: str | None, overrides: tuple[str, ...]) -> None:
+    """Stage 0: train our own class-conditional BigGAN colour prior (see configs/prior_small.yaml)."""
+    _run(0, config_path, resume, overrides)
 
 
 @click.command("train-encoder")
@@ -93,6 +106,7 @@ def main() -> None:
     """gcpcolor training commands (the same as `gcpcolor train-encoder` / `gcpcolor train`)."""
 
 
+main.add_command(train_prior_command)
 main.add_command(train_encoder_command)
 main.add_command(train_command)
 

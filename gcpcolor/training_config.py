@@ -28,16 +28,21 @@ from .models.patchgan import PatchGANConfig
 PRECISIONS = ("bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_PRESETS = ("full", "tiny")
+FEATURE_EXTRACTORS = ("vgg19", "prior_discriminator", "auto")
 
 
 @register_config_type
 @dataclass(frozen=True)
 class PriorConfig:
-    """Where the frozen generative prior comes from; exactly one of the three must be set.
+    """Where the frozen generative prior comes from; set exactly one of these.
 
     prior_weights_dir: a folder with the authors' released files (`biggan_G_ema_256.pth`,
         `biggan_D_256.pth`, and for stage 2 `biggan_E.pth`; `deformator_for_biggan.pt` is
         used when present). Only the prior is loaded; the trained networks start from scratch.
+    prior_dir: the `final/` folder of `gcpcolor train-prior`: our own BigGAN generator and
+        discriminator. The model config's BigGAN part is taken from it; the encoder is made to
+        match (resolution, classes, latent size), and the deformator starts as the identity,
+        so transitions walk along the raw latent axes.
     pretrained: a `Colorizer.save_pretrained` folder (e.g. the `final/` export of stage 1).
         Every network starts from its weights, so stage 2 then fine-tunes the correspondence
         and colorization networks stored there (stage 1's export holds untrained ones).
@@ -45,6 +50,7 @@ class PriorConfig:
     """
 
     prior_weights_dir: str | None = None
+    prior_dir: str | None = None
     pretrained: str | None = None
     random_prior: bool = False
 
@@ -133,6 +139,9 @@ class Stage2Config:
     seed: int = 0
     guidance: str = Guidance.FEATURES.value  # Table 2 ablations: features|image|unaligned|none
     patchgan: PatchGANConfig = field(default_factory=PatchGANConfig)
+    #: perceptual/contextual features: vgg19 (the paper), prior_discriminator (no download
+    #: needed), or auto (VGG19 when its file is found); checkpoints record the one used
+    feature_extractor: str = "vgg19"
     vgg_weights: str | None = None  # torchvision's vgg19-dcbb9e9d.pth; None: default places
     allow_random_vgg: bool = False  # tests only: a missing VGG19 file means random layers
     contextual_max_positions: int | None = None  # pool VGG maps above this many positions
@@ -154,12 +163,12 @@ def resolve_model_config(spec: str | Mapping[str, Any]) -> ColorizerConfig:
 def validate_train_config(config: TrainConfig) -> None:
     """Value checks that the field types cannot express; raises ConfigError."""
     problems = []
-    prior = config.prior
-    sources = [bool(prior.prior_weights_dir), bool(prior.pretrained), prior.random_prior]
+    prior = getattr(config, "prior", None)  # the prior's own training (stage 0) has none
+    sources = [bool(prior.prior_weights_dir), bool(prior.prior_dir), bool(prior.pretrained), prior.random_prior] if prior else [1]
     if sum(sources) != 1:
         problems.append(
-            "prior: set exactly one of prior_weights_dir (the authors' files), "
-            "pretrained (a save_pretrained folder) or random_prior: true"
+            "prior: set exactly one of prior_weights_dir (the authors' files), prior_dir (a "
+            "gcpcolor train-prior export), pretrained (a save_pretrained folder) or random_prior: true"
         )
     optim = config.optim
     if optim.lr <= 0:
@@ -194,11 +203,14 @@ def validate_train_config(config: TrainConfig) -> None:
         valid = [g.value for g in Guidance]
         if config.guidance not in valid:
             problems.append(f"guidance must be one of {', '.join(valid)}, got {config.guidance!r}")
+        if config.feature_extractor not in FEATURE_EXTRACTORS:
+            problems.append(f"feature_extractor must be one of {', '.join(FEATURE_EXTRACTORS)}")
         if config.contextual_max_positions is not None and config.contextual_max_positions < 1:
             problems.append("contextual_max_positions must be >= 1")
     if problems:
         raise ConfigError("; ".join(problems))
-    resolve_model_config(config.model)
+    if prior:
+        resolve_model_config(config.model)
 
 
 def config_to_plain(config: Any) -> dict[str, Any]:
@@ -211,9 +223,12 @@ def dump_train_config(config: TrainConfig) -> str:
 
 
 def stage_config_class(stage: int) -> type[TrainConfig]:
-    classes = {1: Stage1Config, 2: Stage2Config}
+    """0: the prior (`train-prior`), 1: the encoder, 2: correspondence + colorization."""
+    from .train_prior import PriorTrainConfig  # it builds on this module
+
+    classes = {0: PriorTrainConfig, 1: Stage1Config, 2: Stage2Config}
     if stage not in classes:
-        raise ConfigError(f"unknown training stage {stage} (1 or 2)")
+        raise ConfigError(f"unknown training stage {stage} (0, 1 or 2)")
     return classes[stage]
 
 

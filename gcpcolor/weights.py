@@ -8,12 +8,16 @@ looked, and where the authors publish it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import MissingWeightsError
 
 ENV_HOME = "GCPCOLOR_HOME"
 DEFAULT_HOME = Path("~/.cache/gcpcolor")
+#: The model gcpcolor trains itself and ships inside the package (fp16, `save_pretrained` format),
+#: used when no other weights are installed; see docs/training-log.md for how it was made.
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default_model"
 
 AUTHORS_RELEASE = (
     "the GCP-Colorization authors' release: https://github.com/ToTheBeginning/GCP-Colorization "
@@ -65,3 +69,14 @@ def find_pretrained_dir(weights_dir: str | os.PathLike | None = None) -> Path | 
         if (directory / CONFIG_NAME).is_file() and (directory / WEIGHTS_NAME).is_file():
             return directory
     return None
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Call `write(temporary)` next to `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

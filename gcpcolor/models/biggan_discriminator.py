@@ -1,9 +1,9 @@
-"""BigGAN 256² projection discriminator in the BigGAN-PyTorch layout (`biggan_D_256.pth`).
+"""BigGAN projection discriminator in the BigGAN-PyTorch layout (`biggan_D_256.pth` at 256²).
 
 Besides its real/fake projection score, the frozen discriminator serves GCP-Colorization as a
-feature extractor: its 64² and 32² block outputs describe both the gray photo and the GAN
-exemplar for the correspondence network, its last three block outputs give the encoder's
-feature loss, and its class embedding picks an ImageNet class for a gray photo.
+feature extractor: its second and third block outputs (64² and 32² at 256²) describe both the
+gray photo and the GAN exemplar for the correspondence network, its last three block outputs
+give the encoder's feature loss, and its class embedding picks a class for a gray photo.
 """
 
 from __future__ import annotations
@@ -12,36 +12,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcpcolor.config import BigGANConfig
+from gcpcolor.config import DISCRIMINATOR_ARCHITECTURES, BigGANConfig
 
 from .biggan_layers import DBlock, SelfAttention, SNEmbedding, SNLinear
 
-#: Block output widths in units of the channel multiplier; block inputs are the previous
-#: outputs. Shared with the encoder, which is shaped like this discriminator.
-OUT_CHANNEL_MULTIPLIERS = (1, 2, 4, 8, 8, 16, 16)
-#: All blocks but the last halve the resolution.
-NUM_DOWNSAMPLING_BLOCKS = 6
-
 
 def block_output_resolutions(input_resolution: int) -> list[int]:
-    """[128, 64, 32, 16, 8, 4, 4] for 256² inputs."""
-    halved = [input_resolution // 2 ** (i + 1) for i in range(NUM_DOWNSAMPLING_BLOCKS)]
-    return halved + [halved[-1]] * (len(OUT_CHANNEL_MULTIPLIERS) - NUM_DOWNSAMPLING_BLOCKS)
+    """[128, 64, 32, 16, 8, 4, 4] for 256² inputs: all blocks but the last halve the size.
+
+    Shared with the encoder, which is shaped like this discriminator.
+    """
+    num_blocks = len(DISCRIMINATOR_ARCHITECTURES[input_resolution])
+    halved = [input_resolution // 2 ** (i + 1) for i in range(num_blocks - 1)]
+    return halved + [halved[-1]]
 
 
 class BigGANDiscriminator(nn.Module):
-    #: Blocks run for the correspondence features (outputs at 128², 64², 32²).
+    #: Blocks run for the correspondence features (outputs at 128², 64², 32² at 256²).
     CORRESPONDENCE_DEPTH = 3
 
     def __init__(self, config: BigGANConfig) -> None:
         super().__init__()
-        if config.resolution != 256:
-            raise ValueError(
-                f"BigGANDiscriminator implements the 256x256 architecture, got {config.resolution}"
-            )
         self.config = config
         ch = config.d_ch
-        out_channels = [m * ch for m in OUT_CHANNEL_MULTIPLIERS]
+        out_channels = [m * ch for m in config.discriminator_widths]
         in_channels = [3] + out_channels[:-1]
         resolutions = block_output_resolutions(config.resolution)
         blocks = []
@@ -51,7 +45,7 @@ class BigGANDiscriminator(nn.Module):
                     c_in,
                     c_out,
                     preactivation=index > 0,
-                    downsample=index < NUM_DOWNSAMPLING_BLOCKS,
+                    downsample=index < len(out_channels) - 1,
                     sn_eps=config.sn_eps,
                 )
             ]
@@ -97,9 +91,9 @@ class BigGANDiscriminator(nn.Module):
         return self._pooled_features(x) @ self.embed.normalized_weight().t()
 
     def correspondence_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 6·ch, 64, 64): block-1 output (64²) and block-2 output (32²) upsampled x2."""
-        _, at_64, at_32 = self.block_outputs(x, depth=self.CORRESPONDENCE_DEPTH)
-        return torch.cat([at_64, F.interpolate(at_32, scale_factor=2, mode="nearest")], dim=1)
+        """(B, 6·ch, R/4, R/4): block-2 output (64² at 256²) and block-3 output upsampled x2."""
+        _, quarter, eighth = self.block_outputs(x, depth=self.CORRESPONDENCE_DEPTH)
+        return torch.cat([quarter, F.interpolate(eighth, scale_factor=2, mode="nearest")], dim=1)
 
     def encoder_loss_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of the last three blocks, compared between inversion and photo in stage 1."""

@@ -2,8 +2,8 @@
 
 Shaped like the BigGAN discriminator but built from generator-style residual blocks: class-
 conditional batch norm (its own class embedding, plain linear gain/bias), plain convolutions,
-2x2 average pooling in the first six blocks and self-attention at 64². A ReLU, a spatial mean
-and a linear layer give z.
+2x2 average pooling in all blocks but the last and self-attention at 64². A ReLU, a spatial
+mean and a linear layer give z. It reads the gray photo at the prior's resolution.
 """
 
 from __future__ import annotations
@@ -12,17 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcpcolor.config import EncoderConfig
+from gcpcolor.config import DISCRIMINATOR_ARCHITECTURES, EncoderConfig
 
-from .biggan_discriminator import (
-    NUM_DOWNSAMPLING_BLOCKS,
-    OUT_CHANNEL_MULTIPLIERS,
-    block_output_resolutions,
-)
+from .biggan_discriminator import block_output_resolutions
 from .biggan_layers import GBlock, SelfAttention, average_pool_2x
-
-#: The encoder sees the 256² gray L channel only.
-INPUT_RESOLUTION = 256
 
 
 class BigGANEncoder(nn.Module):
@@ -30,9 +23,9 @@ class BigGANEncoder(nn.Module):
         super().__init__()
         self.config = config
         ch = config.e_ch
-        out_channels = [m * ch for m in OUT_CHANNEL_MULTIPLIERS]
+        out_channels = [m * ch for m in DISCRIMINATOR_ARCHITECTURES[config.resolution]]
         in_channels = [1] + out_channels[:-1]
-        resolutions = block_output_resolutions(INPUT_RESOLUTION)
+        resolutions = block_output_resolutions(config.resolution)
         self.shared = nn.Embedding(config.n_classes, config.shared_dim)
         blocks = []
         for index, (c_in, c_out, resolution) in enumerate(zip(in_channels, out_channels, resolutions)):
@@ -41,7 +34,7 @@ class BigGANEncoder(nn.Module):
                     c_in,
                     c_out,
                     config.shared_dim,
-                    resample=average_pool_2x if index < NUM_DOWNSAMPLING_BLOCKS else None,
+                    resample=average_pool_2x if index < len(out_channels) - 1 else None,
                     bn_eps=config.bn_eps,
                     sn_eps=None,
                 )
@@ -53,7 +46,7 @@ class BigGANEncoder(nn.Module):
         self.linear = nn.Linear(out_channels[-1], config.z_dim)
 
     def forward(self, l_input: torch.Tensor, class_embedding: torch.Tensor) -> torch.Tensor:
-        """z (B, z_dim) from gray input L/50 - 1 (B, 1, 256, 256) and `shared(class_ids)`."""
+        """z (B, z_dim) from gray input L/50 - 1 (B, 1, R, R) and `shared(class_ids)`."""
         if l_input.ndim != 4 or l_input.shape[1] != 1:
             raise ValueError(f"expected gray input of shape (B, 1, H, W), got {tuple(l_input.shape)}")
         h = l_input

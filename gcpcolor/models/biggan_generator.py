@@ -1,9 +1,9 @@
-"""BigGAN 256² generator in the BigGAN-PyTorch layout (loads `biggan_G_ema_256.pth` unchanged).
+"""BigGAN generator in the BigGAN-PyTorch layout (loads `biggan_G_ema_256.pth` unchanged).
 
-Hierarchical latent: z (dim_z = 120) is cut into 7 chunks of dim_z // 7 = 17. The first chunk
-feeds the input linear layer; residual block i is conditioned on [class embedding, chunk i+1]
-through its conditional batch norms. The remaining dim_z - 119 = 1 dimension is unused, exactly
-as in BigGAN-PyTorch.
+Hierarchical latent: z is cut into one chunk per block plus one (at 256²: 7 chunks of
+120 // 7 = 17). The first chunk feeds the input linear layer; residual block i is conditioned
+on [class embedding, chunk i+1] through its conditional batch norms. The remaining dims (one at
+256²) are unused, exactly as in BigGAN-PyTorch. The 128² and 64² layouts serve smaller priors.
 """
 
 from __future__ import annotations
@@ -22,10 +22,6 @@ from .biggan_layers import (
     upsample_nearest_2x,
 )
 
-#: Block input / output widths in units of g_ch (256² architecture).
-IN_CHANNEL_MULTIPLIERS = (16, 16, 8, 8, 4, 2)
-OUT_CHANNEL_MULTIPLIERS = (16, 8, 8, 4, 2, 1)
-
 #: BigGAN-PyTorch builds the output batch norm with its default eps, whatever G's BN eps is.
 OUTPUT_BN_EPS = 1e-5
 
@@ -33,30 +29,24 @@ OUTPUT_BN_EPS = 1e-5
 class BigGANGenerator(nn.Module):
     def __init__(self, config: BigGANConfig) -> None:
         super().__init__()
-        num_blocks = len(OUT_CHANNEL_MULTIPLIERS)
-        if config.resolution != 256 or config.bottom_width * 2**num_blocks != config.resolution:
-            raise ValueError(
-                "BigGANGenerator implements the 256x256 architecture (bottom_width 4, six "
-                f"upsampling blocks); got resolution={config.resolution}, "
-                f"bottom_width={config.bottom_width}"
-            )
+        in_multipliers, out_multipliers = config.generator_widths
         if config.z_chunk_size < 1:
             raise ValueError(f"dim_z must be at least {config.num_slots}, got {config.dim_z}")
         self.config = config
         ch = config.g_ch
         condition_size = config.shared_dim + config.z_chunk_size
-        self.block_resolutions = [config.bottom_width * 2 ** (i + 1) for i in range(num_blocks)]
+        self.block_resolutions = config.generator_block_resolutions
 
         # The class embedding is not spectrally normalised (BigGAN-PyTorch: SN cripples it).
         self.shared = nn.Embedding(config.n_classes, config.shared_dim)
         self.linear = SNLinear(
             config.z_chunk_size,
-            IN_CHANNEL_MULTIPLIERS[0] * ch * config.bottom_width**2,
+            in_multipliers[0] * ch * config.bottom_width**2,
             eps=config.sn_eps,
         )
         blocks = []
         for in_mult, out_mult, resolution in zip(
-            IN_CHANNEL_MULTIPLIERS, OUT_CHANNEL_MULTIPLIERS, self.block_resolutions
+            in_multipliers, out_multipliers, self.block_resolutions
         ):
             layers: list[nn.Module] = [
                 GBlock(
@@ -72,7 +62,7 @@ class BigGANGenerator(nn.Module):
                 layers.append(SelfAttention(out_mult * ch, sn_eps=config.sn_eps))
             blocks.append(nn.ModuleList(layers))
         self.blocks = nn.ModuleList(blocks)
-        last_channels = OUT_CHANNEL_MULTIPLIERS[-1] * ch
+        last_channels = out_multipliers[-1] * ch
         self.output_layer = nn.Sequential(
             StoredStatsBatchNorm(last_channels, eps=OUTPUT_BN_EPS),
             nn.ReLU(),
@@ -82,7 +72,8 @@ class BigGANGenerator(nn.Module):
     def forward(
         self, z: torch.Tensor, class_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """Image (B, 3, 256, 256) in [-1, 1] and block outputs {64: 4·ch, 128: 2·ch, 256: ch}.
+        """Image (B, 3, R, R) in [-1, 1] and the last three block outputs keyed by resolution
+        (at R = 256: {64: 4·ch, 128: 2·ch, 256: ch}).
 
         `class_embedding` is `shared(class_ids)` (B, shared_dim), passed in so callers can
         interpolate between classes.

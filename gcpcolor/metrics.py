@@ -1,0 +1,265 @@
+"""Image-quality metrics of the paper's quantitative protocol (DESIGN.md, "Evaluation protocol").
+
+Pure functions on RGB arrays in 0..255 (uint8 or float, shape (H, W, 3)), plus a streaming
+accumulator of Inception features so FID over thousands of images needs bounded memory. The
+Inception network itself lives in `gcpcolor.models.inception`; folders, pairing and reports in
+`gcpcolor.evaluation`.
+
+- FID: Fréchet distance between Gaussians fitted to pool features, as in pytorch-fid.
+- Colourfulness (Hasler & Süsstrunk 2003): σ + 0.3·μ of the opponent channels; variant
+  "signed" is the paper's, "absolute" (|rg|, |yb|) the one the colorization literature uses.
+- PSNR and SSIM with the settings of `skimage.metrics` (Gaussian window σ = 1.5, K1 = 0.01,
+  K2 = 0.03, population covariance), data range 255.
+- LPIPS only when the optional `lpips` package and its backbone weights are already on disk.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+ColorfulnessVariant = Literal["absolute", "signed"]
+COLORFULNESS_VARIANTS: tuple[ColorfulnessVariant, ...] = ("absolute", "signed")
+DEFAULT_COLORFULNESS_VARIANT: ColorfulnessVariant = "absolute"
+
+DATA_RANGE = 255.0
+
+# SSIM constants of Wang et al. 2004, as skimage uses them with gaussian_weights=True.
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+# skimage's window: scipy's gaussian_filter truncated at 3.5 σ -> radius int(3.5·1.5 + 0.5) = 5.
+SSIM_RADIUS = int(3.5 * SSIM_SIGMA + 0.5)
+SSIM_WINDOW = 2 * SSIM_RADIUS + 1
+
+
+def _as_rgb255(image: np.ndarray, name: str = "image") -> np.ndarray:
+    array = np.asarray(image, dtype=np.float64)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"{name}: expected an RGB array of shape (H, W, 3), got {array.shape}")
+    return array
+
+
+def _check_same_shape(reference: np.ndarray, test: np.ndarray) -> None:
+    if reference.shape != test.shape:
+        raise ValueError(f"images differ in shape: {reference.shape} vs {test.shape}")
+
+
+# --------------------------------------------------------------------------- PSNR and SSIM
+def psnr(reference: np.ndarray, test: np.ndarray, data_range: float = DATA_RANGE) -> float:
+    """Peak signal-to-noise ratio in dB over all pixels and channels; inf for identical images."""
+    reference, test = np.asarray(reference, np.float64), np.asarray(test, np.float64)
+    _check_same_shape(reference, test)
+    mse = float(np.mean((reference - test) ** 2))
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(data_range**2 / mse)
+
+
+def _gaussian_taps() -> np.ndarray:
+    offsets = np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=np.float64)
+    taps = np.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
+    return taps / taps.sum()
+
+
+def _gaussian_valid(image: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """Separable Gaussian filter of the first two axes, only where the window fits.
+
+    skimage filters with reflected borders and then discards a border of `SSIM_RADIUS` pixels
+    before averaging, so the pixels it keeps never see the padding: a "valid" filter gives the
+    same numbers without choosing a padding mode.
+    """
+    height, width = image.shape[:2]
+    rows = sum(tap * image[i : height - 2 * SSIM_RADIUS + i] for i, tap in enumerate(taps))
+    return sum(tap * rows[:, j : width - 2 * SSIM_RADIUS + j] for j, tap in enumerate(taps))
+
+
+def ssim(reference: np.ndarray, test: np.ndarray, data_range: float = DATA_RANGE) -> float:
+    """Mean structural similarity, averaged over channels for (H, W, C) inputs.
+
+    Matches `skimage.metrics.structural_similarity(reference, test, channel_axis=-1,
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=data_range)`.
+    """
+    x, y = np.asarray(reference, np.float64), np.asarray(test, np.float64)
+    _check_same_shape(x, y)
+    if x.ndim == 2:
+        x, y = x[:, :, None], y[:, :, None]
+    if min(x.shape[:2]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {x.shape[:2]}")
+    taps = _gaussian_taps()
+    mu_x, mu_y = _gaussian_valid(x, taps), _gaussian_valid(y, taps)
+    var_x = _gaussian_valid(x * x, taps) - mu_x * mu_x
+    var_y = _gaussian_valid(y * y, taps) - mu_y * mu_y
+    cov_xy = _gaussian_valid(x * y, taps) - mu_x * mu_y
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    numerator = (2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)
+    denominator = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    return float(np.mean(numerator / denominator))
+
+
+# --------------------------------------------------------------------------- colourfulness
+def colorfulness(image: np.ndarray, variant: ColorfulnessVariant = DEFAULT_COLORFULNESS_VARIANT) -> float:
+    """Hasler & Süsstrunk colourfulness of an RGB image in 0..255.
+
+    rg = R - G, yb = (R + G)/2 - B; CF = sqrt(σrg² + σyb²) + 0.3·sqrt(μrg² + μyb²) with
+    population standard deviations. "absolute" takes |rg| and |yb| before the statistics.
+    """
+    if variant not in COLORFULNESS_VARIANTS:
+        raise ValueError(f"colourfulness variant must be one of {COLORFULNESS_VARIANTS}, got {variant!r}")
+    rgb = _as_rgb255(image)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    rg = red - green
+    yb = 0.5 * (red + green) - blue
+    if variant == "absolute":
+        rg, yb = np.abs(rg), np.abs(yb)
+    spread = math.hypot(float(rg.std()), float(yb.std()))
+    centre = math.hypot(float(rg.mean()), float(yb.mean()))
+    return spread + 0.3 * centre
+
+
+def colorfulness_all(image: np.ndarray) -> dict[ColorfulnessVariant, float]:
+    """Both variants at once, keyed by variant name."""
+    return {variant: colorfulness(image, variant) for variant in COLORFULNESS_VARIANTS}
+
+
+def delta_colorfulness(outputs: Sequence[float], truth: Sequence[float]) -> float:
+    """Dataset-level ΔColorful = |mean CF(outputs) - mean CF(ground truth)|."""
+    if len(outputs) == 0 or len(truth) == 0:
+        raise ValueError("ΔColorful needs at least one output and one ground-truth value")
+    return abs(float(np.mean(outputs)) - float(np.mean(truth)))
+
+
+# --------------------------------------------------------------------------- FID
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """Fréchet distance |mu1 - mu2|² + Tr(S1 + S2 - 2·sqrt(S1·S2)) between two Gaussians, in float64."""
+    from scipy import linalg  # optional dependency: only FID needs it
+
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
+        raise ValueError(f"mismatched statistics: mu {mu1.shape}/{mu2.shape}, sigma {sigma1.shape}/{sigma2.shape}")
+    difference = mu1 - mu2
+    with warnings.catch_warnings():
+        # Singular products are expected (fewer images than feature dimensions) and handled here.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(root).all():
+            # A small ridge makes the square root defined without changing the distance noticeably.
+            ridge = np.eye(sigma1.shape[0]) * eps
+            root = linalg.sqrtm((sigma1 + ridge) @ (sigma2 + ridge))
+    if np.iscomplexobj(root):
+        # Round-off can leave tiny imaginary parts; large ones mean the statistics are broken.
+        largest = float(np.max(np.abs(np.diagonal(root).imag)))
+        if largest > 1e-3:
+            raise ValueError(f"matrix square root has a large imaginary component ({largest:.3g})")
+        root = root.real
+    return float(difference @ difference + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(root))
+
+
+class FeatureStatistics:
+    """Running mean and covariance of feature vectors, in float64, in memory O(D²) not O(N·D).
+
+    Keeps the sum and the sum of outer products; the covariance uses N - 1 like `np.cov`
+    (what pytorch-fid computes on the full feature matrix).
+    """
+
+    def __init__(self, dims: int) -> None:
+        self.dims = dims
+        self.count = 0
+        self._sum = np.zeros(dims, dtype=np.float64)
+        self._outer = np.zeros((dims, dims), dtype=np.float64)
+
+    def update(self, features: np.ndarray) -> None:
+        batch = np.asarray(features, dtype=np.float64)
+        if batch.ndim != 2 or batch.shape[1] != self.dims:
+            raise ValueError(f"expected features of shape (N, {self.dims}), got {batch.shape}")
+        self.count += batch.shape[0]
+        self._sum += batch.sum(axis=0)
+        self._outer += batch.T @ batch
+
+    def mean(self) -> np.ndarray:
+        if self.count == 0:
+            raise ValueError("no features accumulated")
+        return self._sum / self.count
+
+    def covariance(self) -> np.ndarray:
+        if self.count < 2:
+            raise ValueError(f"a covariance needs at least 2 feature vectors, got {self.count}")
+        mean = self.mean()
+        return (self._outer - self.count * np.outer(mean, mean)) / (self.count - 1)
+
+    def frechet_distance(self, other: "FeatureStatistics") -> float:
+        return frechet_distance(self.mean(), self.covariance(), other.mean(), other.covariance())
+
+
+def fid_available() -> str | None:
+    """None when FID can be computed, else the one-line reason it cannot."""
+    if importlib.util.find_spec("scipy") is None:
+        return "FID needs scipy (pip install scipy)"
+    return None
+
+
+# --------------------------------------------------------------------------- LPIPS
+#: torchvision's AlexNet weights, which `lpips.LPIPS(net="alex")` would otherwise download.
+LPIPS_BACKBONE_FILE = "alexnet-owt-7be5be79.pth"
+
+
+class LPIPSMetric:
+    """LPIPS (AlexNet) distance of two RGB images in 0..255, when it can run without a download."""
+
+    def __init__(self, model, device) -> None:
+        self.model = model
+        self.device = device
+
+    @classmethod
+    def load(cls, device) -> "LPIPSMetric | str":
+        """The metric, or a one-line reason why LPIPS is unavailable."""
+        try:
+            import lpips
+        except ImportError:
+            return "LPIPS unavailable: the optional 'lpips' package is not installed (pip install lpips)"
+        import torch
+
+        backbone = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE_FILE
+        if not backbone.is_file():
+            # lpips fetches AlexNet through torchvision, which would download it: refuse instead.
+            return f"LPIPS unavailable: AlexNet weights {backbone} are not on disk (gcpcolor never downloads)"
+        try:
+            model = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+        except Exception as exc:  # its weights ship inside the package; a broken install lands here
+            return f"LPIPS unavailable: {' '.join(str(exc).split()) or type(exc).__name__}"
+        return cls(model, device)
+
+    def __call__(self, reference: np.ndarray, test: np.ndarray) -> float:
+        import torch
+
+        def to_tensor(image: np.ndarray) -> torch.Tensor:
+            tensor = torch.from_numpy(_as_rgb255(image)).float().permute(2, 0, 1)[None]
+            return (tensor / 127.5 - 1.0).to(self.device)  # LPIPS expects [-1, 1]
+
+        with torch.no_grad():
+            return float(self.model(to_tensor(reference), to_tensor(test)).item())
+
+
+__all__ = [
+    "COLORFULNESS_VARIANTS",
+    "ColorfulnessVariant",
+    "DEFAULT_COLORFULNESS_VARIANT",
+    "FeatureStatistics",
+    "LPIPSMetric",
+    "colorfulness",
+    "colorfulness_all",
+    "delta_colorfulness",
+    "fid_available",
+    "frechet_distance",
+    "psnr",
+    "ssim",
+]
