@@ -16,6 +16,7 @@ import numpy as np
 from .classes import ClassNotFoundError, IMAGENET_CLASSES, resolve_class
 from .config import ConfigError
 from .errors import MissingWeightsError, WeightsFormatError
+from .evaluate_cli import evaluate_command
 from .train_cli import train_command, train_encoder_command, train_prior_command
 from .image_io import IMAGE_EXTENSIONS, ImageInputError, ImageOutputError, find_images, load_image, output_path, save_image
 
@@ -277,7 +278,6 @@ def serve(host: str, port: int, weights: str | None, demo: bool, device: str) ->
 main.add_command(train_prior_command, "train-prior")
 main.add_command(train_encoder_command, "train-encoder")
 main.add_command(train_command, "train")
-from .evaluate_cli import evaluate_command  # noqa: E402  (kept beside its registration)
 main.add_command(evaluate_command, "evaluate")
 
 

@@ -70,6 +70,9 @@ DISCRIMINATOR_ARCHITECTURES: dict[int, tuple[int, ...]] = {
 }
 
 
+CLASS_PREDICTORS = ("discriminator", "lightness_centroids")
+
+
 def _check_resolution(owner: str, resolution: int) -> None:
     if resolution not in DISCRIMINATOR_ARCHITECTURES:
         valid = ", ".join(str(r) for r in sorted(DISCRIMINATOR_ARCHITECTURES))
@@ -202,6 +205,10 @@ class ColorizerConfig:
     ab_scale: float = 110.0
     #: conditioning of the colorization network: features (the method) or a Table 2 ablation
     guidance: str = "features"
+    #: how a gray photo's class is picked: "discriminator" (the prior's class projection, the
+    #: paper's ImageNet classes) or "lightness_centroids" (nearest pseudo-class centroid of the
+    #: photo's lightness layout, for priors trained on k-means pseudo-classes)
+    class_predictor: str = "discriminator"
 
     def __post_init__(self) -> None:
         prior, encoder = self.biggan, self.encoder
@@ -215,6 +222,11 @@ class ColorizerConfig:
         if mismatches:
             raise ConfigError(
                 "ColorizerConfig: " + "; ".join(f"{a}={va} must equal {b}={vb}" for a, va, b, vb in mismatches)
+            )
+        if self.class_predictor not in CLASS_PREDICTORS:
+            raise ConfigError(
+                f"ColorizerConfig: class_predictor must be one of {', '.join(CLASS_PREDICTORS)}, "
+                f"got {self.class_predictor!r}"
             )
         if self.work_size != 256:
             # The colorization network's decoder scales are those of the paper's 256² working size.

@@ -22,6 +22,10 @@ from .models.biggan_generator import BigGANGenerator
 from .models.colorization_net import REFERENCE_RESOLUTIONS, ColorizationNet
 from .models.correspondence import CorrespondenceNet, warp
 from .models.deformator import LatentDeformator
+from .models.lightness_centroids import LightnessCentroidClassifier
+
+#: Thumbnail side of the pseudo-class descriptor (`pseudo_classes.THUMBNAIL_SIZE`).
+PSEUDO_CLASS_THUMBNAIL = 6
 
 #: Spatial size of the correspondence matrix (DESIGN.md: M is 4096 x 4096 at 64²).
 CORRESPONDENCE_GRID = 64
@@ -74,6 +78,11 @@ class GCPColorizationModel(nn.Module):
         )
         self.colorization_net = ColorizationNet(config.colorization, self.reference_channels())
         self.deformator = LatentDeformator(config.deformator) if config.deformator else None
+        self.class_predictor = (
+            LightnessCentroidClassifier(config.biggan.n_classes, PSEUDO_CLASS_THUMBNAIL)
+            if config.class_predictor == "lightness_centroids"
+            else None
+        )
 
     @property
     def prior_resolution(self) -> int:
@@ -118,7 +127,10 @@ class GCPColorizationModel(nn.Module):
 
     @torch.no_grad()
     def predict_class(self, l_input: torch.Tensor) -> torch.Tensor:
-        """The prior's class from the BigGAN discriminator's projection head on the gray photo."""
+        """The prior's class for gray photos: the nearest pseudo-class centroid when the model
+        has them, else the BigGAN discriminator's projection head."""
+        if self.class_predictor is not None:
+            return self.class_predictor(l_input).argmax(dim=1)
         return self.discriminator.class_logits(self.to_prior_resolution(l_input)).argmax(dim=1)
 
     def invert(self, l_input: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,8 @@ from .weights import write_atomically
 PRIOR_CONFIG_FILE = "prior_config.json"
 PRIOR_GENERATOR_FILE = "generator.safetensors"
 PRIOR_DISCRIMINATOR_FILE = "discriminator.safetensors"
+#: Written by `train-prior` with pseudo-classes: lightness centroids to class gray photos.
+PRIOR_CENTROIDS_FILE = "pseudo_class_centroids.json"
 
 
 def save_prior(
@@ -73,3 +75,14 @@ def load_prior(directory: str | os.PathLike) -> tuple[BigGANGenerator, BigGANDis
         load_state_dict_strict(module, state, path)
         module.eval()
     return modules
+
+
+def load_lightness_centroids(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The pseudo-class centroids of a prior folder, or None for a prior without them."""
+    path = Path(directory).expanduser() / PRIOR_CENTROIDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None

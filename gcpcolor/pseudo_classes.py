@@ -11,6 +11,7 @@ for the paper's prior.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -23,11 +24,13 @@ import torch.nn.functional as F
 
 from .color import rgb_to_lab
 from .image_io import ImageInputError, load_image
+from .model import PSEUDO_CLASS_THUMBNAIL
+from .weights import write_atomically
 
 logger = logging.getLogger(__name__)
 
 #: Thumbnail side: coarse enough to ignore content details, fine enough to see a sky on top.
-THUMBNAIL_SIZE = 6
+THUMBNAIL_SIZE = PSEUDO_CLASS_THUMBNAIL
 
 
 @dataclass
@@ -36,6 +39,19 @@ class Clustering:
     labels: np.ndarray  # (N,) cluster of each file
     centres: np.ndarray  # (K, D) in the standardised descriptor space
     skipped: list[str]  # unreadable files, left out
+    mean: np.ndarray  # (3,) per Lab channel, subtracted before clustering
+    scale: np.ndarray  # (3,) per Lab channel, divided by before clustering
+
+    def lightness_centroids(self) -> dict[str, object]:
+        """What `LightnessCentroidClassifier` needs: the L part of every centroid and L's
+        standardisation, as plain lists (JSON)."""
+        centres = self.centres.reshape(len(self.centres), 3, -1)[:, 0]
+        return {
+            "thumbnail_size": THUMBNAIL_SIZE,
+            "mean": float(self.mean[0]),
+            "scale": float(self.scale[0]),
+            "centres": centres.tolist(),
+        }
 
     def sizes(self) -> list[int]:
         return np.bincount(self.labels, minlength=len(self.centres)).tolist()
@@ -96,19 +112,28 @@ def cluster_photos(files: Sequence[str | os.PathLike], k: int, seed: int = 0) ->
         raise ValueError(f"{len(kept)} readable photos are too few for {k} pseudo-classes")
     data = np.stack(descriptors).reshape(len(kept), 3, -1)
     # One scale per Lab channel, so lightness layout and colour count equally whatever their units.
+    mean = data.mean(axis=(0, 2), keepdims=True)
     scale = data.std(axis=(0, 2), keepdims=True) + 1e-8
-    standardised = ((data - data.mean(axis=(0, 2), keepdims=True)) / scale).reshape(len(kept), -1)
+    standardised = ((data - mean) / scale).reshape(len(kept), -1)
     labels, centres = kmeans(standardised, k, seed=seed)
-    return Clustering(kept, labels, centres, skipped)
+    return Clustering(kept, labels, centres, skipped, mean.ravel(), scale.ravel())
+
+
+def write_centroids_json(path: str | os.PathLike, clustering: Clustering) -> None:
+    """The lightness centroids beside the labels, for picking classes of gray photos."""
+    document = json.dumps(clustering.lightness_centroids()) + "\n"
+    write_atomically(Path(path), lambda temporary: temporary.write_text(document))
 
 
 def write_labels_csv(path: str | os.PathLike, root: str | os.PathLike, clustering: Clustering) -> None:
     """A labels file (`file,class`) that `DataConfig(labels_file=...)` reads, written atomically."""
-    path, root = Path(path), Path(root)
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "class"])
-        for file_name, label in zip(clustering.files, clustering.labels):
-            writer.writerow([os.path.relpath(file_name, root), int(label)])
-    os.replace(temporary, path)
+    root = Path(root)
+
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "class"])
+            for file_name, label in zip(clustering.files, clustering.labels):
+                writer.writerow([os.path.relpath(file_name, root), int(label)])
+
+    write_atomically(Path(path), write)

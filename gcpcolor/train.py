@@ -70,7 +70,7 @@ from .model import ForwardOutput, GCPColorizationModel, Guidance, resample_squar
 from .models.patchgan import MultiScalePatchGAN, lab_to_discriminator_input
 from .models.vgg import VGG19Features, find_vgg19_weights
 from .pipeline import Colorizer, save_model_pretrained
-from .prior import load_prior
+from .prior import load_lightness_centroids, load_prior
 from .training_config import (
     Stage1Config,
     Stage2Config,
@@ -369,7 +369,7 @@ def build_model(config: TrainConfig, guidance: Guidance, needs_encoder: bool) ->
     if prior.pretrained:
         source = Colorizer.from_pretrained(prior.pretrained).model
         model = GCPColorizationModel(source.config, guidance)
-        for name in ("generator", "discriminator", "encoder", "correspondence", "deformator"):
+        for name in ("generator", "discriminator", "encoder", "correspondence", "deformator", "class_predictor"):
             if getattr(source, name) is not None:
                 getattr(model, name).load_state_dict(getattr(source, name).state_dict())
         if model.reference_channels() == source.reference_channels():
@@ -405,11 +405,13 @@ def build_model(config: TrainConfig, guidance: Guidance, needs_encoder: bool) ->
 def _model_with_own_prior(config: TrainConfig, guidance: Guidance, prior_dir: str) -> GCPColorizationModel:
     """The configured model around a `gcpcolor train-prior` generator and discriminator."""
     generator, discriminator = load_prior(prior_dir)
+    centroids = load_lightness_centroids(prior_dir)
     biggan = generator.config
     model_config = resolve_model_config(config.model)
     model_config = dataclasses.replace(
         model_config,
         biggan=biggan,
+        class_predictor="lightness_centroids" if centroids else "discriminator",
         encoder=dataclasses.replace(
             model_config.encoder,
             resolution=biggan.resolution,
@@ -424,6 +426,8 @@ def _model_with_own_prior(config: TrainConfig, guidance: Guidance, prior_dir: st
     with torch.no_grad():
         # No direction discovery has run for this prior: identity directions (raw latent axes).
         model.deformator.log_mat_half.zero_()
+    if centroids:
+        model.class_predictor.set_centroids(centroids)
     return model
 
 

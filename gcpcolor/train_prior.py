@@ -35,8 +35,8 @@ from .data import DataConfig
 from .image_io import find_images
 from .models.biggan_discriminator import BigGANDiscriminator
 from .models.biggan_generator import BigGANGenerator
-from .prior import load_prior_config, save_prior
-from .pseudo_classes import cluster_photos, write_labels_csv
+from .prior import PRIOR_CENTROIDS_FILE, load_prior_config, save_prior
+from .pseudo_classes import cluster_photos, write_centroids_json, write_labels_csv
 from .train import (
     DistributedContext,
     TrainingSetupError,
@@ -325,9 +325,9 @@ class PriorTrainer(_Trainer):
             "steps": self.step,
         }
         save_prior(folder, generator.eval(), self.model.discriminator.eval(), extra)
-        labels = self.output_dir / PSEUDO_CLASSES_FILE
-        if labels.is_file():
-            shutil.copyfile(labels, folder / PSEUDO_CLASSES_FILE)
+        for name in (PSEUDO_CLASSES_FILE, PRIOR_CENTROIDS_FILE):
+            if (self.output_dir / name).is_file():
+                shutil.copyfile(self.output_dir / name, folder / name)
 
 
 def prepare_conditioning(config: PriorTrainConfig, context: DistributedContext) -> PriorTrainConfig:
@@ -339,7 +339,7 @@ def prepare_conditioning(config: PriorTrainConfig, context: DistributedContext) 
     output_dir = Path(config.checkpoint.output_dir).expanduser()
     labels = output_dir / PSEUDO_CLASSES_FILE
     root = Path(config.data.root).expanduser()
-    if context.is_main and not labels.is_file():
+    if context.is_main and not (labels.is_file() and (output_dir / PRIOR_CENTROIDS_FILE).is_file()):
         if not root.is_dir():
             raise TrainingSetupError(f"{root}: dataset folder not found")
         files = [str(path) for path, _ in find_images([str(root)])]
@@ -347,6 +347,7 @@ def prepare_conditioning(config: PriorTrainConfig, context: DistributedContext) 
         clustering = cluster_photos(files, conditioning.num_clusters, seed=config.seed)
         output_dir.mkdir(parents=True, exist_ok=True)
         write_labels_csv(labels, root, clustering)
+        write_centroids_json(output_dir / PRIOR_CENTROIDS_FILE, clustering)
         logger.info("pseudo-class sizes: %s (written to %s)", clustering.sizes(), labels)
     context.barrier()
     return dataclasses.replace(

@@ -24,7 +24,8 @@ from gcpcolor.models.biggan_encoder import BigGANEncoder
 from gcpcolor.models.biggan_generator import BigGANGenerator
 from gcpcolor.models.colorization_net import GatedConv2d
 from gcpcolor.pipeline import Colorizer
-from gcpcolor.prior import PRIOR_CONFIG_FILE, load_prior
+from gcpcolor.models.lightness_centroids import LightnessCentroidClassifier
+from gcpcolor.prior import PRIOR_CENTROIDS_FILE, PRIOR_CONFIG_FILE, load_lightness_centroids, load_prior
 from gcpcolor.pseudo_classes import cluster_photos, kmeans, write_labels_csv
 from gcpcolor.train_cli import main as train_main
 from gcpcolor.train_prior import (
@@ -203,6 +204,8 @@ def test_train_prior_exports_a_prior_folder(trained_prior):
     tmp_path, _ = trained_prior
     final = tmp_path / "prior" / "final"
     assert (final / PRIOR_CONFIG_FILE).is_file() and (final / PSEUDO_CLASSES_FILE).is_file()
+    centroids = load_lightness_centroids(final)
+    assert np.asarray(centroids["centres"]).shape == (2, 36)
     generator, discriminator = load_prior(final)
     assert generator.config.n_classes == 2 and not generator.training
     image, _ = generator.generate(torch.randn(2, 20), torch.tensor([0, 1]))
@@ -268,9 +271,30 @@ def test_stages_one_and_two_on_our_prior_without_vgg(trained_prior):
     assert yaml.safe_load((final / "train_config.yaml").read_text())["feature_extractor"] == "prior_discriminator"
     colorizer = Colorizer.from_pretrained(final)
     assert colorizer.config.biggan.resolution == 64 and colorizer.model.deformator is not None
+    # The prior's pseudo-class centroids came along and pick the classes of gray photos.
+    assert colorizer.config.class_predictor == "lightness_centroids"
+    torch.testing.assert_close(
+        colorizer.model.class_predictor.centres,
+        torch.tensor(load_lightness_centroids(prior_dir)["centres"], dtype=torch.float32),
+    )
     result = colorizer.colorize(np.full((50, 70, 3), 0.5, dtype=np.float32))
     assert result.image.shape == (50, 70, 3)
     assert result.exemplar.shape == (256, 256, 3)
+
+
+def test_lightness_centroids_pick_the_nearest_layout():
+    classifier = LightnessCentroidClassifier(num_classes=2, thumbnail_size=6)
+    dark = torch.full((1, 1, 32, 32), -0.8)  # L = 10
+    bright = torch.full((1, 1, 32, 32), 0.8)  # L = 90
+    top_bright = dark.clone()
+    top_bright[..., :16, :] = 0.8
+    descriptors = classifier.descriptor(torch.cat([dark, top_bright]))
+    classifier.set_centroids({"thumbnail_size": 6, "mean": 0.0, "scale": 1.0, "centres": descriptors.tolist()})
+    # L of a uniform gray thumbnail is its own L: the descriptor is exact for flat photos.
+    torch.testing.assert_close(descriptors[0], torch.full((36,), 10.0), atol=1e-3, rtol=0)
+    assert classifier(torch.cat([dark, bright, top_bright])).argmax(dim=1).tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="do not fit"):
+        classifier.set_centroids({"thumbnail_size": 6, "mean": 0.0, "scale": 1.0, "centres": [[0.0] * 36]})
 
 
 def test_half_precision_export_round_trip(tmp_path):
