@@ -137,6 +137,11 @@ def colorize(
     colorizer = _load_colorizer(weights, demo, device, classifier, classifier_weights)
     if colorizer.is_demo:
         _echo_err(DEMO_NOTICE)
+    try:
+        for spec in class_specs:
+            colorizer.class_index(spec)
+    except ClassNotFoundError as exc:
+        raise CommandError(str(exc)) from None
 
     pending: list[_Job] = []
     blocked = 0  # existing outputs the user did not allow us to replace

@@ -38,7 +38,6 @@ from .metrics import (
     LPIPSMetric,
     colorfulness_all,
     delta_colorfulness,
-    fid_available,
     psnr,
     ssim,
 )
@@ -515,18 +514,16 @@ def _load_inception(fid: bool | None, weights: PathLike | None, device: "torch.d
     """The Inception network and a line saying how FID is computed, or None and why not."""
     if fid is False:
         return None, "not computed (--no-fid)"
-    reason = fid_available()
-    if reason is None:
-        from .models.inception import load_inception
+    from .models.inception import load_inception
 
-        try:
-            model = load_inception(weights, device=device)
-        except MissingWeightsError as exc:
-            reason = str(exc)
-        else:
-            what = "pytorch-fid's FID Inception" if model.variant == "pytorch-fid" else (
-                "torchvision's Inception-v3 (not comparable with published FIDs, which use pytorch-fid's)")
-            return model, f"Inception-v3 pool3 (2048-d), {what}: {model.source}"
+    try:
+        model = load_inception(weights, device=device)
+    except MissingWeightsError as exc:
+        reason = str(exc)
+    else:
+        what = "pytorch-fid's FID Inception" if model.variant == "pytorch-fid" else (
+            "torchvision's Inception-v3 (not comparable with published FIDs, which use pytorch-fid's)")
+        return model, f"Inception-v3 pool3 (2048-d), {what}: {model.source}"
     if fid or weights is not None:  # naming a weight file asks for FID as much as --fid does
         raise EvaluationError(f"FID was requested but cannot be computed: {reason}")
     notes.append(f"FID skipped: {reason}")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from .classes import class_name, resolve_class
+from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, class_name, resolve_class
 from .color import lab_to_rgb, l_to_network, rgb_to_lab
 from .config import ColorizerConfig
 from .errors import MissingWeightsError, WeightsFormatError
@@ -55,8 +55,12 @@ class ColorizeResult:
     warped_exemplar: np.ndarray  # the exemplar warped onto the photo, (256, 256, 3)
     z: torch.Tensor  # latent used, (dim_z,)
 
+    num_classes: int = NUM_IMAGENET_CLASSES  # of the prior that made it
+
     @property
     def class_name(self) -> str:
+        if self.num_classes != NUM_IMAGENET_CLASSES:
+            return f"pseudo-class {self.class_id}"
         return class_name(self.class_id)
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
@@ -229,13 +233,27 @@ class Colorizer:
 
     # ----------------------------------------------------------------- classes
     def resolve_classes(self, specs: Sequence[ClassSpec], work_inputs: torch.Tensor) -> torch.Tensor:
-        ids = [None if spec is None else resolve_class(spec) for spec in specs]
+        ids = [None if spec is None else self.class_index(spec) for spec in specs]
         unknown = [i for i, value in enumerate(ids) if value is None]
         if unknown:
             predicted = self.predict_classes(work_inputs[unknown])
             for index, value in zip(unknown, predicted.tolist()):
                 ids[index] = value
         return torch.tensor(ids, dtype=torch.long, device=self.device)
+
+    def class_index(self, spec: ClassSpec) -> int:
+        """The prior's class index for `spec`; raises ClassNotFoundError for one it lacks."""
+        classes = self.config.biggan.n_classes
+        if classes == NUM_IMAGENET_CLASSES:
+            return resolve_class(spec)
+        # A prior of our own is conditioned on pseudo-classes: only their indices mean anything.
+        index = int(spec) if isinstance(spec, int) or str(spec).strip().isdigit() else None
+        if index is None or not 0 <= index < classes:
+            raise ClassNotFoundError(
+                f"this model's prior has {classes} pseudo-classes: give a class index 0..{classes - 1} "
+                f"(ImageNet names apply to the 1000-class BigGAN prior), got {spec!r}"
+            )
+        return index
 
     @torch.no_grad()
     def predict_classes(self, work_inputs: torch.Tensor) -> torch.Tensor:
@@ -275,6 +293,7 @@ class Colorizer:
                 exemplar=exemplars[i],
                 warped_exemplar=warped[i],
                 z=output.z[i].cpu(),
+                num_classes=self.config.biggan.n_classes,
             )
             for i, p in enumerate(prepared)
         ]

@@ -65,3 +65,14 @@ def test_readme_first_command_needs_no_flags(tmp_path):
     with Image.open(written) as image:
         assert image.size == Image.open(SAMPLE).size
         assert mean_chroma(np.asarray(image.convert("RGB"), dtype=np.float32) / 255) > MIN_MEAN_CHROMA
+
+
+def test_pseudo_class_models_refuse_imagenet_class_names(tmp_path):
+    result = CliRunner().invoke(
+        main, ["colorize", str(SAMPLE), "-o", str(tmp_path / "a"), "--class", "golden retriever"]
+    )
+    assert result.exit_code == 2 and "pseudo-classes" in result.output
+    assert "Traceback" not in result.output
+    colorizer = Colorizer.default()
+    result = colorizer.colorize(load_image(SAMPLE), class_id=3)
+    assert result.class_id == 3 and result.class_name == "pseudo-class 3"
