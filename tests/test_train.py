@@ -280,7 +280,7 @@ def test_stage2_gradients_reach_only_the_trained_networks(photos, tmp_path):
     model = trainer.model
     generator_side = {"correspondence": model.correspondence, "colorization_net": model.colorization_net}
     frozen = {"generator": model.generator, "discriminator": model.discriminator,
-              "encoder": model.encoder, "deformator": model.deformator, "vgg": trainer.vgg}
+              "encoder": model.encoder, "deformator": model.deformator, "loss_features": trainer.loss_features}
 
     batch = next(iter(trainer.loader))
     terms, fake_lab, visuals = trainer.generator_losses(batch)
