@@ -601,8 +601,13 @@ class _Trainer:
             module, device_ids=device_ids, find_unused_parameters=find_unused_parameters
         )
 
-    def _adam(self, parameters: list[nn.Parameter], lr: float) -> Optimizer:
-        return Adam(parameters, lr=lr, betas=tuple(self.config.optim.betas))
+    def _adam(self, parameters: list[nn.Parameter], lr: float, eps: float = 1e-8) -> Optimizer:
+        return Adam(parameters, lr=lr, betas=tuple(self.config.optim.betas), eps=eps)
+
+    def _record_skipped(self, batch: dict[str, Any]) -> None:
+        """Note the unreadable files the loader passed over to make `batch`."""
+        for paths in batch.get("skipped", ()):
+            self.skipped_files.update(path for path in paths.split("\n") if path)
 
     def _linear_decay(self, optimizer: Optimizer) -> LambdaLR:
         total, linear = self.total_steps, self.config.optim.linear_decay
@@ -623,8 +628,7 @@ class _Trainer:
         sums: dict[str, torch.Tensor] = {}
         visuals: dict[str, torch.Tensor] = {}
         for index, batch in enumerate(micro_batches):
-            for paths in batch.get("skipped", ()):
-                self.skipped_files.update(path for path in paths.split("\n") if path)
+            self._record_skipped(batch)
             with ExitStack() as stack:
                 if index < count - 1:  # gradients are only all-reduced on the last micro-step
                     for module in self.ddp_modules():

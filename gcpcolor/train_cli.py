@@ -67,9 +67,8 @@ def _run(stage: int, config_path: str, resume: str | None, overrides: Sequence[s
     try:
         config = load_train_config(stage, config_path, overrides)
         if stage == 0:
-            from .train_prior import run_prior_training, validate_prior_config
+            from .train_prior import run_prior_training
 
-            validate_prior_config(config)
             result = run_prior_training(config, resume)
         else:
             result = run_training(config, resume)

@@ -35,7 +35,7 @@ from .data import DataConfig
 from .image_io import find_images
 from .models.biggan_discriminator import BigGANDiscriminator
 from .models.biggan_generator import BigGANGenerator
-from .prior import PRIOR_CENTROIDS_FILE, load_prior_config, save_prior
+from .prior import PRIOR_CENTROIDS_FILE, save_prior
 from .pseudo_classes import cluster_photos, write_centroids_json, write_labels_csv
 from .train import (
     DistributedContext,
@@ -238,10 +238,10 @@ class PriorTrainer(_Trainer):
         model.discriminator.train()
         self.wrapped_generator = self._wrap(_GeneratorSampler(model.generator))
         self.wrapped_discriminator = self._wrap(model.discriminator)
-        betas, eps = tuple(config.optim.betas), config.gan.adam_eps
-        generator_optimizer = torch.optim.Adam(model.generator.parameters(), lr=config.optim.lr, betas=betas, eps=eps)
-        discriminator_optimizer = torch.optim.Adam(
-            model.discriminator.parameters(), lr=config.optim.discriminator_lr or config.optim.lr, betas=betas, eps=eps
+        eps = config.gan.adam_eps
+        generator_optimizer = self._adam(list(model.generator.parameters()), config.optim.lr, eps)
+        discriminator_optimizer = self._adam(
+            list(model.discriminator.parameters()), config.optim.discriminator_lr or config.optim.lr, eps
         )
         self.optimizers = {"generator": generator_optimizer, "discriminator": discriminator_optimizer}
         self.schedulers = {name: self._linear_decay(opt) for name, opt in self.optimizers.items()}
@@ -261,8 +261,7 @@ class PriorTrainer(_Trainer):
 
     def train_step(self, micro_batches: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         (batch,) = micro_batches
-        for paths in batch.get("skipped", ()):
-            self.skipped_files.update(path for path in paths.split("\n") if path)
+        self._record_skipped(batch)
         config, model = self.config, self.model
         real = batch["rgb"].to(self.device, non_blocking=True) * 2 - 1
         class_ids = batch["class_id"].to(self.device, non_blocking=True)
@@ -370,6 +369,5 @@ def run_prior_training(config: PriorTrainConfig, resume: str | os.PathLike | boo
 __all__ = [
     "PriorTrainConfig",
     "PriorTrainer",
-    "load_prior_config",
     "run_prior_training",
 ]
