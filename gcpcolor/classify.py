@@ -47,7 +47,7 @@ class ExternalClassifier(nn.Module):
         if not path.is_file():
             raise MissingWeightsError(f"classifier weights {path} not found (give a local .pth file)")
         self.network = build_architecture(architecture)
-        from .legacy import load_state_dict_strict, read_checkpoint
+        from .serialization import load_state_dict_strict, read_checkpoint
 
         state = read_checkpoint(path)
         state = state.get("state_dict", state) if isinstance(state.get("state_dict"), dict) else state

@@ -58,7 +58,12 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     """CIELAB (N, 3, H, W) -> sRGB clipped to [0, 1]."""
-    _check_nchw3(lab, "lab_to_rgb")
+    return _linear_to_srgb(lab_to_linear_rgb(lab)).clamp(0.0, 1.0)
+
+
+def lab_to_linear_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """CIELAB (N, 3, H, W) -> linear-light RGB, unclipped: outside [0, 1] means out of gamut."""
+    _check_nchw3(lab, "lab_to_linear_rgb")
     lightness, a, b = lab[:, 0:1], lab[:, 1:2], lab[:, 2:3]
     fy = (lightness + 16.0) / 116.0
     fx = fy + a / 500.0
@@ -67,8 +72,7 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     cubed = f**3
     xyz = torch.where(cubed > _LAB_EPSILON, cubed, (f - _LAB_OFFSET) / _LAB_KAPPA_SLOPE)
     xyz = xyz * _D65_WHITE.to(xyz).view(1, 3, 1, 1)
-    linear = _apply_matrix(_XYZ_TO_RGB, xyz)
-    return _linear_to_srgb(linear).clamp(0.0, 1.0)
+    return _apply_matrix(_XYZ_TO_RGB, xyz)
 
 
 def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,8 @@ DISCRIMINATOR_ARCHITECTURES: dict[int, tuple[int, ...]] = {
 }
 
 
-CLASS_PREDICTORS = ("discriminator", "lightness_centroids")
+CLASS_PREDICTORS = ("discriminator", "lightness_centroids", "imagenet_probe")
+COLORIZATION_NETWORKS = ("spade", "semantic")
 
 
 def _check_resolution(owner: str, resolution: int) -> None:
@@ -171,12 +172,22 @@ class CorrespondenceConfig:
 
     nonlocal_channels: int = 128
     temperature: float = 0.01
+    #: side of the grid on which photo and exemplar are matched (the paper: 64, a 4096 x 4096
+    #: matrix); a small prior's discriminator features are coarser, and a 32² grid costs 16x
+    #: less in the matrix products that dominate the time of stage 2 on CPU
+    grid: int = 64
+
+    def __post_init__(self) -> None:
+        if self.grid not in (16, 32, 64):
+            raise ConfigError(f"CorrespondenceConfig: grid must be 16, 32 or 64, got {self.grid}")
 
 
 @dataclass(frozen=True)
 class ColorizationConfig:
-    """The SPADE colorization network C."""
+    """The colorization network C: the paper's SPADE network ("spade") or the default model's
+    ImageNet-backbone network ("semantic", see docs/architecture.md)."""
 
+    type: str = "spade"
     base_channels: int = 64
     n_res_blocks: int = 6
     n_downsampling: int = 2
@@ -185,6 +196,17 @@ class ColorizationConfig:
     #: SPADE refines the reference with a modulated deformable conv (the paper); False swaps in
     #: a gated plain conv, far cheaper to train on CPU (our small default model)
     deformable: bool = True
+    #: "semantic" only: temperature of the annealed mean that decodes the ab-bin distribution
+    #: (lower is more vivid; Zhang et al. 2016 use 0.38)
+    temperature: float = 0.38
+
+    def __post_init__(self) -> None:
+        if self.type not in COLORIZATION_NETWORKS:
+            raise ConfigError(
+                f"ColorizationConfig: type must be one of {', '.join(COLORIZATION_NETWORKS)}, got {self.type!r}"
+            )
+        if not 0.0 < self.temperature <= 10.0:
+            raise ConfigError(f"ColorizationConfig: temperature must be in (0, 10], got {self.temperature}")
 
 
 @dataclass(frozen=True)
@@ -207,7 +229,9 @@ class ColorizerConfig:
     guidance: str = "features"
     #: how a gray photo's class is picked: "discriminator" (the prior's class projection, the
     #: paper's ImageNet classes) or "lightness_centroids" (nearest pseudo-class centroid of the
-    #: photo's lightness layout, for priors trained on k-means pseudo-classes)
+    #: photo's lightness layout, for priors trained on k-means pseudo-classes) or
+    #: "imagenet_probe" (a linear layer on the ImageNet backbone's pooled features of the gray
+    #: photo, fitted to the prior's classes; needs the "semantic" colorization network)
     class_predictor: str = "discriminator"
 
     def __post_init__(self) -> None:
@@ -228,6 +252,8 @@ class ColorizerConfig:
                 f"ColorizerConfig: class_predictor must be one of {', '.join(CLASS_PREDICTORS)}, "
                 f"got {self.class_predictor!r}"
             )
+        if self.class_predictor == "imagenet_probe" and self.colorization.type != "semantic":
+            raise ConfigError("ColorizerConfig: class_predictor imagenet_probe needs colorization.type semantic")
         if self.work_size != 256:
             # The colorization network's decoder scales are those of the paper's 256² working size.
             raise ConfigError(f"ColorizerConfig: work_size must be 256, got {self.work_size}")

@@ -38,6 +38,11 @@ class LossWeights:
     contextual_relu3_2: float = 2.0
     contextual_relu4_2: float = 4.0
     contextual_relu5_2: float = 8.0
+    #: stage 2 with a "semantic" colorization network: cross-entropy of the ab-bin
+    #: distribution against soft-encoded, rebalanced true colours (Zhang et al. 2016)
+    ab_classification: float = 0.0
+    #: rebalancing: weights ∝ ((1 - mix) · p̃ + mix / Q)^-1 with p̃ the smoothed ab prior
+    rebalance_mix: float = 0.5
 
     @property
     def contextual_layer_weights(self) -> dict[str, float]:
@@ -223,3 +228,46 @@ def domain_alignment_loss(gray_embedding: torch.Tensor, color_embedding: torch.T
     """Mean |e(L) − e(RGB)| between the correspondence embeddings of the gray input and of the
     ground-truth colour image, pulling both into one domain (λ_dom = 10)."""
     return F.l1_loss(gray_embedding, color_embedding)
+
+
+def soft_encode_ab(ab: torch.Tensor, centers: torch.Tensor, neighbours: int = 5, sigma: float = 5.0) -> torch.Tensor:
+    """(B, 2, h, w) ab → (B, Q, h, w) soft one-hot over the bin centres (Q, 2): a Gaussian of
+    `sigma` (Lab units) on the `neighbours` nearest bins, normalised to sum to one."""
+    batch, _, height, width = ab.shape
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    distances = torch.cdist(flat, centers.to(flat))  # (N, Q)
+    nearest, index = distances.topk(neighbours, dim=1, largest=False)
+    weights = torch.exp(-nearest.square() / (2 * sigma**2))
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    encoded = torch.zeros_like(distances).scatter_(1, index, weights)
+    return encoded.view(batch, height, width, -1).permute(0, 3, 1, 2)
+
+
+def rebalancing_weights(bin_counts: torch.Tensor, centers: torch.Tensor, mix: float = 0.5, sigma: float = 5.0) -> torch.Tensor:
+    """Per-bin loss weights that undo the dominance of desaturated colours (Zhang et al. 2016):
+    w ∝ ((1 - mix) · p̃ + mix / Q)^-1, p̃ the empirical bin distribution smoothed by a Gaussian
+    of `sigma` over ab, normalised so that the expected weight under p̃ is 1."""
+    probability = bin_counts.double() / bin_counts.sum().clamp_min(1)
+    distances = torch.cdist(centers.double(), centers.double())
+    kernel = torch.exp(-distances.square() / (2 * sigma**2))
+    smoothed = kernel @ probability
+    smoothed = smoothed / smoothed.sum()
+    weights = 1.0 / ((1 - mix) * smoothed + mix / len(centers))
+    weights = weights / (smoothed * weights).sum()
+    return weights.float()
+
+
+def ab_classification_loss(
+    logits: torch.Tensor, target_ab: torch.Tensor, centers: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Rebalanced cross-entropy of ab-bin logits (B, Q, h, w) against true ab (B, 2, H, W),
+    which is area-averaged to the logits' grid first. Each pixel is weighted by the weight of
+    its nearest bin (the rebalancing of Zhang et al.)."""
+    target_ab = F.interpolate(target_ab.float(), size=logits.shape[-2:], mode="area")
+    target = soft_encode_ab(target_ab, centers)
+    log_probability = F.log_softmax(logits.float(), dim=1)
+    per_pixel = -(target * log_probability).sum(dim=1)
+    if class_weights is None:
+        return per_pixel.mean()
+    pixel_weights = class_weights.to(per_pixel)[target.argmax(dim=1)]
+    return (per_pixel * pixel_weights).sum() / pixel_weights.numel()

@@ -22,14 +22,13 @@ from .models.biggan_generator import BigGANGenerator
 from .models.colorization_net import REFERENCE_RESOLUTIONS, ColorizationNet
 from .models.correspondence import CorrespondenceNet, warp
 from .models.deformator import LatentDeformator
+from .models.efficientnet_lite import HEAD_CHANNELS
 from .models.lightness_centroids import LightnessCentroidClassifier
+from .models.semantic_class_probe import SemanticClassProbe
+from .models.semantic_colorization_net import SemanticColorizationNet, gray_input_to_rgb
 
 #: Thumbnail side of the pseudo-class descriptor (`pseudo_classes.THUMBNAIL_SIZE`).
 PSEUDO_CLASS_THUMBNAIL = 6
-
-#: Spatial size of the correspondence matrix (DESIGN.md: M is 4096 x 4096 at 64²).
-CORRESPONDENCE_GRID = 64
-
 
 def resample_square(images: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize of (B, C, H, W) to size², antialiased when shrinking; identity at size."""
@@ -56,6 +55,7 @@ class ForwardOutput:
     z: torch.Tensor  # (B, dim_z)
     class_ids: torch.Tensor  # (B,)
     gray_embedding: torch.Tensor | None = None  # correspondence embedding of the gray input
+    ab_logits: torch.Tensor | None = None  # (B, Q, s, s) ab-bin logits of a "semantic" network
 
 
 class GCPColorizationModel(nn.Module):
@@ -76,13 +76,14 @@ class GCPColorizationModel(nn.Module):
         self.correspondence = CorrespondenceNet(
             config.correspondence, config.biggan.correspondence_channels
         )
-        self.colorization_net = ColorizationNet(config.colorization, self.reference_channels())
+        network = SemanticColorizationNet if config.colorization.type == "semantic" else ColorizationNet
+        self.colorization_net = network(config.colorization, self.reference_channels())
         self.deformator = LatentDeformator(config.deformator) if config.deformator else None
-        self.class_predictor = (
-            LightnessCentroidClassifier(config.biggan.n_classes, PSEUDO_CLASS_THUMBNAIL)
-            if config.class_predictor == "lightness_centroids"
-            else None
-        )
+        self.class_predictor: nn.Module | None = None
+        if config.class_predictor == "lightness_centroids":
+            self.class_predictor = LightnessCentroidClassifier(config.biggan.n_classes, PSEUDO_CLASS_THUMBNAIL)
+        elif config.class_predictor == "imagenet_probe":
+            self.class_predictor = SemanticClassProbe(config.biggan.n_classes, HEAD_CHANNELS, PSEUDO_CLASS_THUMBNAIL)
 
     @property
     def prior_resolution(self) -> int:
@@ -108,30 +109,41 @@ class GCPColorizationModel(nn.Module):
         ordered = [f for _, f in sorted(features.items())]
         return {size: resample_square(f, size) for size, f in zip(REFERENCE_RESOLUTIONS, ordered)}
 
-    @staticmethod
-    def _warp_native(matrix: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    def _warp_native(self, matrix: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Warp a prior map at its own resolution (at least the correspondence grid); a small
         prior's maps are upsampled after warping, which costs a fraction of warping them at the
         colorizer's scales. For the paper's 256² prior nothing is resampled."""
-        return warp(matrix, resample_square(reference, max(reference.shape[-1], CORRESPONDENCE_GRID)), CORRESPONDENCE_GRID)
+        grid = self.config.correspondence.grid
+        return warp(matrix, resample_square(reference, max(reference.shape[-1], grid)), grid)
 
     def correspondence_features(self, images: torch.Tensor) -> torch.Tensor:
         """Discriminator features of photos or exemplars (gray L/50 - 1 or RGB in [-1, 1], any
         size) on the correspondence grid."""
         features = self.discriminator.correspondence_features(self.to_prior_resolution(images))
-        return resample_square(features, CORRESPONDENCE_GRID)
+        return resample_square(features, self.config.correspondence.grid)
 
     def prior_modules(self) -> list[nn.Module]:
         """The frozen generative prior (never trained in stage 2)."""
         return [self.generator, self.discriminator, self.encoder]
 
+    def semantic_embedding(self, l_input: torch.Tensor) -> torch.Tensor:
+        """(B, 1280) pooled ImageNet-backbone features of gray photos ("semantic" networks)."""
+        backbone = self.colorization_net.backbone
+        return backbone.features(gray_input_to_rgb(l_input))[32].mean(dim=(2, 3))
+
+    @torch.no_grad()
+    def class_logits(self, l_input: torch.Tensor) -> torch.Tensor:
+        """Scores of the prior's classes for gray photos, from the configured predictor."""
+        if self.config.class_predictor == "imagenet_probe":
+            return self.class_predictor(self.semantic_embedding(l_input), l_input)
+        if self.class_predictor is not None:
+            return self.class_predictor(l_input)
+        return self.discriminator.class_logits(self.to_prior_resolution(l_input))
+
     @torch.no_grad()
     def predict_class(self, l_input: torch.Tensor) -> torch.Tensor:
-        """The prior's class for gray photos: the nearest pseudo-class centroid when the model
-        has them, else the BigGAN discriminator's projection head."""
-        if self.class_predictor is not None:
-            return self.class_predictor(l_input).argmax(dim=1)
-        return self.discriminator.class_logits(self.to_prior_resolution(l_input)).argmax(dim=1)
+        """The prior's class for gray photos (see `ColorizerConfig.class_predictor`)."""
+        return self.class_logits(l_input).argmax(dim=1)
 
     def invert(self, l_input: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
         return self.encoder.encode(self.to_prior_resolution(l_input), class_ids)
@@ -168,7 +180,12 @@ class GCPColorizationModel(nn.Module):
         else:
             conditioning = {k: torch.zeros_like(f) for k, f in self.prior_features(prior_features).items()}
 
-        ab = self.colorization_net(l_input, conditioning) * AB_SCALE
+        logits = None
+        if isinstance(self.colorization_net, SemanticColorizationNet):
+            logits = self.colorization_net.logits(l_input, conditioning)
+            ab = resample_square(self.colorization_net.decode(logits), l_input.shape[-1])
+        else:
+            ab = self.colorization_net(l_input, conditioning) * AB_SCALE
         return ForwardOutput(
             ab=ab,
             exemplar=exemplar,
@@ -176,6 +193,7 @@ class GCPColorizationModel(nn.Module):
             z=z,
             class_ids=class_ids,
             gray_embedding=gray_embedding,
+            ab_logits=logits,
         )
 
     def shift_latent(self, z: torch.Tensor, direction: int, shifts: torch.Tensor) -> torch.Tensor:

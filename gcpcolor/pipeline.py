@@ -147,7 +147,7 @@ class Colorizer:
             state = load_file(str(weights_path))
         except Exception as exc:
             raise WeightsFormatError(f"{weights_path}: not a readable safetensors file ({exc})") from None
-        from .legacy import load_state_dict_strict
+        from .serialization import load_state_dict_strict
 
         load_state_dict_strict(model, state, weights_path)
         return cls(model, device=device, **kwargs)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import BigGANConfig, ConfigError, config_from_dict, config_to_dict
 from .errors import MissingWeightsError, WeightsFormatError
-from .legacy import load_state_dict_strict
+from .serialization import load_state_dict_strict
 from .models.biggan_discriminator import BigGANDiscriminator
 from .models.biggan_generator import BigGANGenerator
 from .weights import write_atomically

@@ -25,7 +25,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -46,19 +47,25 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .color import gray_to_rgb, lab_to_rgb
-from .config import ColorizerConfig, DeformatorConfig
+from .config import ColorizerConfig, DeformatorConfig, config_from_dict, config_to_dict
+from .class_probe import fit_class_probe
 from .data import make_dataloader, make_dataset
 from .legacy import (
     load_biggan_discriminator,
     load_biggan_encoder,
     load_biggan_generator,
     load_deformator,
-    load_state_dict_strict,
 )
+from .models.efficientnet_lite import load_efficientnet_lite0
+from .models.lightness_centroids import LightnessCentroidClassifier
+from .models.semantic_class_probe import SemanticClassProbe
+from .serialization import load_state_dict_strict
 from .errors import MissingWeightsError
 from .losses import (
     ContextualLoss,
     DiscriminatorFeatures,
+    ab_classification_loss,
+    rebalancing_weights,
     domain_alignment_loss,
     encoder_feature_loss,
     latent_regularizer,
@@ -96,6 +103,8 @@ SKIPPED_FILES_REPORT = "skipped_files.txt"
 
 #: Rows of the TensorBoard image grid (one per sample of the current batch).
 IMAGE_GRID_SAMPLES = 4
+#: photos whose colours make the ab prior of the rebalanced classification loss
+AB_PRIOR_SAMPLES = 512
 #: VGG19 layers of the stage-2 losses: perceptual on relu5_2, contextual on all three.
 VGG_LAYERS = ("relu3_2", "relu4_2", "relu5_2")
 
@@ -368,14 +377,20 @@ def build_model(config: TrainConfig, guidance: Guidance, needs_encoder: bool) ->
         return GCPColorizationModel(resolve_model_config(config.model), guidance)
     if prior.pretrained:
         source = Colorizer.from_pretrained(prior.pretrained).model
-        model = GCPColorizationModel(source.config, guidance)
+        model_config = source.config
+        if isinstance(config.model, Mapping):
+            # With a pretrained source, `model` lists only what changes (e.g. a new colorization
+            # network); every network whose layout stays the same keeps its trained weights.
+            model_config = config_from_dict(ColorizerConfig, _deep_merge(config_to_dict(source.config), config.model))
+        model = GCPColorizationModel(model_config, guidance)
         for name in ("generator", "discriminator", "encoder", "correspondence", "deformator", "class_predictor"):
-            if getattr(source, name) is not None:
-                getattr(model, name).load_state_dict(getattr(source, name).state_dict())
-        if model.reference_channels() == source.reference_channels():
-            model.colorization_net.load_state_dict(source.colorization_net.state_dict())
-        else:
-            logger.info("guidance %s changes the colorization network: it starts from scratch", guidance.value)
+            _copy_matching_weights(source, model, name)
+        if isinstance(model.class_predictor, SemanticClassProbe) and isinstance(source.class_predictor, LightnessCentroidClassifier):
+            # the probe reads the lightness thumbnail standardised as the prior's clustering did
+            model.class_predictor.lightness.load_state_dict(source.class_predictor.state_dict())
+        if not _copy_matching_weights(source, model, "colorization_net"):
+            logger.info("the colorization network changed (guidance %s or its config): it starts from scratch", guidance.value)
+        _load_pretrained_backbone(model, keep=model.config.colorization == source.config.colorization)
         return model
 
     if prior.prior_dir:
@@ -400,6 +415,35 @@ def build_model(config: TrainConfig, guidance: Guidance, needs_encoder: bool) ->
     if "deformator" in paths and model_config.deformator is not None:
         model.deformator = load_deformator(paths["deformator"], model_config.deformator)
     return model
+
+
+def _deep_merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _copy_matching_weights(source: GCPColorizationModel, model: GCPColorizationModel, name: str) -> bool:
+    """Copy network `name` from `source` when both have it with the same layout."""
+    mine, theirs = getattr(model, name), getattr(source, name)
+    if mine is None or theirs is None:
+        return False
+    target, state = mine.state_dict(), theirs.state_dict()
+    if set(target) != set(state) or any(target[k].shape != state[k].shape for k in target):
+        return False
+    mine.load_state_dict(state)
+    return True
+
+
+def _load_pretrained_backbone(model: GCPColorizationModel, keep: bool = False) -> None:
+    """A new semantic colorization network gets the ImageNet weights of its frozen backbone
+    from the pinned package (`keep`: it came with its trained checkpoint already)."""
+    if model.config.colorization.type == "semantic" and not keep:
+        model.colorization_net.backbone.load_state_dict(load_efficientnet_lite0().state_dict())
 
 
 def _model_with_own_prior(config: TrainConfig, guidance: Guidance, prior_dir: str) -> GCPColorizationModel:
@@ -550,7 +594,10 @@ class _Trainer:
     def _build_model(self) -> nn.Module:
         """All networks of the stage, trained and frozen, on the CPU."""
         model = build_model(self.config, self.guidance, needs_encoder=self.stage == 2)
-        if self.config.data.image_size != model.config.work_size:
+        # The semantic network is fully convolutional at any multiple of 32 (smaller crops are
+        # cheaper to train on); the SPADE network's decoder scales are fixed to the work size.
+        flexible = model.config.colorization.type == "semantic" and self.config.data.image_size % 32 == 0
+        if self.config.data.image_size != model.config.work_size and not flexible:
             raise TrainingSetupError(
                 f"data.image_size must be the model's working size {model.config.work_size}, "
                 f"got {self.config.data.image_size}"
@@ -756,6 +803,8 @@ class _Trainer:
     def _image_grid(visuals: dict[str, torch.Tensor]) -> torch.Tensor:
         """Rows = samples; columns in the order of `visuals` (e.g. gray | exemplar | ... | truth)."""
         columns = [image[:IMAGE_GRID_SAMPLES].detach().float().cpu().clamp(0, 1) for image in visuals.values()]
+        side = columns[0].shape[-1]  # exemplars are at the work size, training crops may be smaller
+        columns = [resample_square(column, side) for column in columns]
         tiles = torch.stack(columns, dim=1).flatten(0, 1)
         return make_grid(tiles, nrow=len(columns), padding=2)
 
@@ -1009,6 +1058,13 @@ class ColorizationTrainer(_Trainer):
     def guidance(self) -> Guidance:
         return Guidance(self.config.guidance)
 
+    def _build_model(self) -> nn.Module:
+        model = super()._build_model()
+        probe_data = self.config.class_probe_data
+        if model.config.class_predictor == "imagenet_probe" and probe_data is not None and self.resume_from is None:
+            fit_class_probe(model, make_dataset(dataclasses.replace(probe_data, train=False)))
+        return model
+
     def _check_weight_files(self) -> None:
         """Settle the loss feature extractor; the checkpoints' config records the one used."""
         config = self.config
@@ -1031,7 +1087,16 @@ class ColorizationTrainer(_Trainer):
         for module in (model.correspondence, model.colorization_net):
             module.train()
             module.requires_grad_(True)
+        if model.config.colorization.type == "semantic":
+            model.colorization_net.backbone.requires_grad_(False)
         self.patchgan = MultiScalePatchGAN(config.patchgan).to(self.device).train()
+        self.ab_bin_weights: torch.Tensor | None = None
+        if config.loss.ab_classification > 0:
+            if not getattr(model.colorization_net, "predicts_distribution", False):
+                raise TrainingSetupError("loss.ab_classification needs model.colorization.type: semantic")
+            centers = model.colorization_net.bin_centers
+            counts = ab_bin_counts(self.dataset, centers, AB_PRIOR_SAMPLES)
+            self.ab_bin_weights = rebalancing_weights(counts, centers, config.loss.rebalance_mix).to(self.device)
         if config.feature_extractor == "vgg19":
             self.loss_features: nn.Module = VGG19Features(
                 config.vgg_weights, layers=VGG_LAYERS, allow_random=config.allow_random_vgg
@@ -1054,7 +1119,9 @@ class ColorizationTrainer(_Trainer):
         unused = self.guidance in (Guidance.NONE, Guidance.UNALIGNED)
         self.wrapped_colorizer = self._wrap(ColorizerForward(model), find_unused_parameters=unused)
         self.wrapped_patchgan = self._wrap(self.patchgan)
-        generator_parameters = [*model.correspondence.parameters(), *model.colorization_net.parameters()]
+        generator_parameters = [
+            p for p in (*model.correspondence.parameters(), *model.colorization_net.parameters()) if p.requires_grad
+        ]
         generator_optimizer = self._adam(generator_parameters, config.optim.lr)
         discriminator_optimizer = self._adam(
             list(self.patchgan.parameters()), config.optim.discriminator_lr or config.optim.lr
@@ -1063,11 +1130,14 @@ class ColorizationTrainer(_Trainer):
         self.schedulers = {name: self._linear_decay(opt) for name, opt in self.optimizers.items()}
 
     def trainable_modules(self) -> dict[str, nn.Module]:
-        return {
+        modules = {
             "correspondence": self.model.correspondence,
             "colorization_net": self.model.colorization_net,
             "patchgan": self.patchgan,
         }
+        if self.model.config.class_predictor == "imagenet_probe":
+            modules["class_predictor"] = self.model.class_predictor  # fitted once, kept with the run
+        return modules
 
     def ddp_modules(self) -> list[nn.Module]:
         return [self.wrapped_colorizer, self.wrapped_patchgan]
@@ -1086,6 +1156,8 @@ class ColorizationTrainer(_Trainer):
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
         """(loss terms with 'total', the predicted Lab, visuals) of one micro-batch."""
         l_input, class_ids, rgb, lab = self._inputs(batch)
+        if self.config.class_source == "predicted":
+            class_ids = self.model.predict_class(l_input)
         weights = self.config.loss
         # Networks run under autocast; colour conversion and losses in float32, where the
         # contextual loss's relative distances and the Lab round trip keep their precision.
@@ -1094,29 +1166,28 @@ class ColorizationTrainer(_Trainer):
         fake_lab = torch.cat([lab[:, :1], output.ab.float()], dim=1)
         output_rgb = lab_to_rgb(fake_lab)
         exemplar_rgb = ((output.exemplar.float() + 1) / 2).clamp(0, 1)
-        with self.autocast():
-            output_features = _as_float(self.loss_features(output_rgb))
-            with torch.no_grad():
-                truth_features = _as_float(self.loss_features(rgb))
-                exemplar_features = _as_float(self.loss_features(exemplar_rgb))
-            fake_scores = [score.float() for score in self._scores_for_generator(fake_lab)]
-        perceptual = perceptual_loss(output_features, truth_features, self.perceptual_layer)
-        contextual = self.contextual.feature_loss(output_features, exemplar_features)
-        adversarial = lsgan_generator_loss(fake_scores)
-        domain = domain_alignment_loss(output.gray_embedding.float(), truth_embedding.float())
-        total = (
-            weights.perceptual * perceptual
-            + weights.contextual * contextual
-            + weights.adversarial * adversarial
-            + weights.domain * domain
-        )
-        terms = {
-            "total": total,
-            "perceptual": perceptual,
-            "contextual": contextual,
-            "adversarial": adversarial,
-            "domain": domain,
-        }
+        terms = {"domain": domain_alignment_loss(output.gray_embedding.float(), truth_embedding.float())}
+        # Terms with weight 0 are not computed at all: each costs a network pass.
+        if weights.perceptual or weights.contextual:
+            with self.autocast():
+                output_features = _as_float(self.loss_features(output_rgb))
+                with torch.no_grad():
+                    truth_features = _as_float(self.loss_features(rgb))
+                    exemplar_features = _as_float(self.loss_features(exemplar_rgb)) if weights.contextual else None
+            if weights.perceptual:
+                terms["perceptual"] = perceptual_loss(output_features, truth_features, self.perceptual_layer)
+            if weights.contextual:
+                terms["contextual"] = self.contextual.feature_loss(output_features, exemplar_features)
+        if weights.adversarial:
+            with self.autocast():
+                fake_scores = [score.float() for score in self._scores_for_generator(fake_lab)]
+            terms["adversarial"] = lsgan_generator_loss(fake_scores)
+        if weights.ab_classification:
+            terms["ab_classification"] = ab_classification_loss(
+                output.ab_logits, lab[:, 1:], self.model.colorization_net.bin_centers, self.ab_bin_weights
+            )
+        total = sum(getattr(weights, name) * value for name, value in terms.items())
+        terms = {"total": total, **terms}
         visuals = {
             "gray": gray_to_rgb(lab[:, :1]),
             "exemplar": exemplar_rgb.detach(),
@@ -1137,10 +1208,26 @@ class ColorizationTrainer(_Trainer):
     def backward_micro_batch(self, batch, scale):
         terms, fake_lab, visuals = self.generator_losses(batch)
         (terms["total"] * scale).backward()
+        if not self.config.loss.adversarial:
+            return terms, visuals
         real_lab = batch["lab"].to(self.device, non_blocking=True)
         discriminator = self.discriminator_loss(real_lab, fake_lab)
         (discriminator * scale).backward()
         return {**terms, "discriminator": discriminator}, visuals
+
+
+def ab_bin_counts(dataset: Dataset, centers: torch.Tensor, samples: int) -> torch.Tensor:
+    """How often each ab bin is the nearest to a pixel, over the first `samples` photos of
+    `dataset` (evenly spread, fixed crops) at a quarter of their size: the colour prior that
+    the rebalanced classification loss divides by."""
+    counts = torch.zeros(len(centers), dtype=torch.float64)
+    step = max(1, len(dataset) // samples)
+    for index in range(0, min(len(dataset), step * samples), step):
+        lab = dataset[(index, 0)]["lab"][None]
+        ab = F.avg_pool2d(lab[:, 1:], 4).permute(0, 2, 3, 1).reshape(-1, 2)
+        nearest = torch.cdist(ab, centers.to(ab)).argmin(dim=1)
+        counts += torch.bincount(nearest, minlength=len(centers)).double()
+    return counts
 
 
 TRAINERS: dict[int, type[_Trainer]] = {1: EncoderTrainer, 2: ColorizationTrainer}

@@ -29,6 +29,7 @@ PRECISIONS = ("bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_PRESETS = ("full", "tiny")
 FEATURE_EXTRACTORS = ("vgg19", "prior_discriminator", "auto")
+CLASS_SOURCES = ("labels", "predicted")
 
 
 @register_config_type
@@ -145,6 +146,13 @@ class Stage2Config:
     vgg_weights: str | None = None  # torchvision's vgg19-dcbb9e9d.pth; None: default places
     allow_random_vgg: bool = False  # tests only: a missing VGG19 file means random layers
     contextual_max_positions: int | None = None  # pool VGG maps above this many positions
+    #: the prior's class of each photo: "labels" (the data's class column, the paper) or
+    #: "predicted" (the model's own class predictor on the gray photo, as at inference; the
+    #: data then needs no labels)
+    class_source: str = "labels"
+    #: labelled photos to fit an "imagenet_probe" class predictor on before training (its
+    #: labels are the prior's classes, e.g. the pseudo_classes.csv of `train-prior`)
+    class_probe_data: DataConfig | None = None
 
 
 TrainConfig = Stage1Config | Stage2Config
@@ -197,8 +205,11 @@ def validate_train_config(config: TrainConfig) -> None:
         problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     if config.device not in DEVICES:
         problems.append(f"device must be one of {', '.join(DEVICES)}, got {config.device!r}")
-    if config.data.allow_unlabeled:
-        problems.append("data.allow_unlabeled: training needs an ImageNet class for every photo")
+    predicted_classes = getattr(config, "class_source", "labels") == "predicted"
+    if config.data.allow_unlabeled and not predicted_classes:
+        problems.append(
+            "data.allow_unlabeled: training needs a class for every photo (or class_source: predicted)"
+        )
     if isinstance(config, Stage2Config):
         valid = [g.value for g in Guidance]
         if config.guidance not in valid:
@@ -207,10 +218,12 @@ def validate_train_config(config: TrainConfig) -> None:
             problems.append(f"feature_extractor must be one of {', '.join(FEATURE_EXTRACTORS)}")
         if config.contextual_max_positions is not None and config.contextual_max_positions < 1:
             problems.append("contextual_max_positions must be >= 1")
+        if config.class_source not in CLASS_SOURCES:
+            problems.append(f"class_source must be one of {', '.join(CLASS_SOURCES)}, got {config.class_source!r}")
     if problems:
         raise ConfigError("; ".join(problems))
-    if prior:
-        resolve_model_config(config.model)
+    if prior and not (prior.pretrained and isinstance(config.model, Mapping)):
+        resolve_model_config(config.model)  # (with `pretrained`, a mapping lists changes only)
 
 
 def config_to_plain(config: Any) -> dict[str, Any]:

@@ -159,7 +159,7 @@ class InceptionFeatures(nn.Module):
 
     def load_weights(self, state_dict: dict[str, torch.Tensor], source: str | os.PathLike) -> None:
         """Strict load; a file saved without BatchNorm step counters (older PyTorch) is accepted."""
-        from gcpcolor.legacy import load_state_dict_strict
+        from gcpcolor.serialization import load_state_dict_strict
 
         state = dict(state_dict)
         for key, value in self.network.state_dict().items():
@@ -217,7 +217,7 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
 
 def load_inception(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> InceptionFeatures:
     """Find (see `find_inception_weights`), detect and strictly load an Inception weight file."""
-    from gcpcolor.legacy import read_checkpoint
+    from gcpcolor.serialization import read_checkpoint
 
     weights = find_inception_weights(path)
     state = read_checkpoint(weights)
