@@ -36,6 +36,7 @@ from .metrics import (
     ColorfulnessVariant,
     FeatureStatistics,
     LPIPSMetric,
+    ab_high_frequency_share,
     colorfulness_all,
     delta_colorfulness,
     psnr,
@@ -216,6 +217,8 @@ class MethodSummary:
     fid: float | None = None
     lpips: float | None = None
     identical_images: int = 0  # PSNR = inf, left out of the PSNR mean
+    kid: float | None = None
+    ab_high_frequency: float | None = None  # mean share of a/b power above 0.25 cycles/pixel
 
 
 @dataclass
@@ -245,6 +248,7 @@ class EvaluationReport:
     #: The sampled rows of grid.png: (key, one uint8 thumbnail per column of `grid_columns`).
     grid_rows: list[tuple[str, list[np.ndarray]]] = field(default_factory=list, repr=False)
     grid_columns: list[str] = field(default_factory=list)
+    truth_ab_high_frequency: float | None = None
 
     def method(self, name: str) -> MethodSummary:
         for summary in self.methods:
@@ -255,12 +259,15 @@ class EvaluationReport:
     # ----------------------------------------------------------------- text forms
     def _table(self) -> tuple[list[str], list[list[Any]]]:
         variant = self.settings.colorfulness_variant
-        header = ["method", "images", "FID", f"colorfulness ({variant})", "delta colorfulness", "PSNR", "SSIM", "LPIPS"]
+        header = ["method", "images", "FID", "KID x1000", f"colorfulness ({variant})", "delta colorfulness", "PSNR",
+                  "SSIM", "LPIPS", "ab high-frequency share"]
         rows: list[list[Any]] = [
-            [m.name, m.images, m.fid, m.colorfulness[variant], m.delta_colorfulness[variant], m.psnr, m.ssim, m.lpips]
+            [m.name, m.images, m.fid, None if m.kid is None else 1000 * m.kid, m.colorfulness[variant],
+             m.delta_colorfulness[variant], m.psnr, m.ssim, m.lpips, m.ab_high_frequency]
             for m in self.methods
         ]
-        rows.append([TRUTH_LABEL, len(self.keys), None, self.truth_colorfulness[variant], None, None, None, None])
+        rows.append([TRUTH_LABEL, len(self.keys), None, None, self.truth_colorfulness[variant], None, None, None, None,
+                     self.truth_ab_high_frequency])
         return header, rows
 
     def to_markdown(self) -> str:
@@ -275,11 +282,14 @@ class EvaluationReport:
             f"({'|rg|, |yb| as in the colorization literature' if variant == 'absolute' else 'signed rg, yb as in the original paper'})",
             f"- FID: {self.settings.fid}",
             f"- LPIPS: {self.settings.lpips}",
+            "- KID: unbiased polynomial-kernel MMD² on the same Inception features (×10³)",
+            "- ab HF share: share of the CIELAB a/b spectral power above 0.25 cycles/pixel (checkerboards and "
+            "colour noise raise it; compare with the ground truth's)",
             "",
-            "| Method | Images | FID ↓ | Colorfulness ↑ | ΔColorful ↓ | PSNR ↑ | SSIM ↑ | LPIPS ↓ |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| Method | Images | FID ↓ | KID×10³ ↓ | Colorfulness ↑ | ΔColorful ↓ | PSNR ↑ | SSIM ↑ | LPIPS ↓ | ab HF share |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        digits = [None, None, 2, 2, 2, 2, 4, 4]
+        digits = [None, None, 2, 2, 2, 2, 2, 4, 4, 4]
         for row in rows:
             cells = [_format(value, places) for value, places in zip(row, digits)]
             lines.append("| " + " | ".join(cells) + " |")
@@ -307,6 +317,8 @@ class EvaluationReport:
                 "source": m.source,
                 "images": m.images,
                 "fid": m.fid,
+                "kid": m.kid,
+                "ab_high_frequency_share": m.ab_high_frequency,
                 "colorfulness": m.colorfulness[self.settings.colorfulness_variant],
                 "delta_colorfulness": m.delta_colorfulness[self.settings.colorfulness_variant],
                 **{f"colorfulness_{v}": m.colorfulness[v] for v in COLORFULNESS_VARIANTS},
@@ -320,7 +332,10 @@ class EvaluationReport:
             "truth_dir": self.truth_dir,
             "settings": vars(self.settings),
             "counts": self.counts,
-            "truth": {f"colorfulness_{v}": self.truth_colorfulness[v] for v in COLORFULNESS_VARIANTS},
+            "truth": {
+                **{f"colorfulness_{v}": self.truth_colorfulness[v] for v in COLORFULNESS_VARIANTS},
+                "ab_high_frequency_share": self.truth_ab_high_frequency,
+            },
             "methods": methods,
             "notes": self.notes,
             "grid_rows": [key for key, _ in self.grid_rows],
@@ -489,7 +504,7 @@ class _FeatureSet:
         self.model = model
         self.batch_size = batch_size
         self.pending: list["torch.Tensor"] = []
-        self.statistics = FeatureStatistics(FEATURE_DIMS)
+        self.statistics = FeatureStatistics(FEATURE_DIMS, keep_features=True)
 
     def add(self, pixels: np.ndarray) -> None:
         import torch
@@ -521,8 +536,11 @@ def _load_inception(fid: bool | None, weights: PathLike | None, device: "torch.d
     except MissingWeightsError as exc:
         reason = str(exc)
     else:
-        what = "pytorch-fid's FID Inception" if model.variant == "pytorch-fid" else (
-            "torchvision's Inception-v3 (not comparable with published FIDs, which use pytorch-fid's)")
+        what = {
+            "tf-fid": "the TF-FID network (inception-2015-12-05, TorchScript)",
+            "pytorch-fid": "pytorch-fid's port of the TF-FID network",
+            "torchvision": "torchvision's Inception-v3 (not comparable with published FIDs)",
+        }[model.variant]
         return model, f"Inception-v3 pool3 (2048-d), {what}: {model.source}"
     if fid or weights is not None:  # naming a weight file asks for FID as much as --fid does
         raise EvaluationError(f"FID was requested but cannot be computed: {reason}")
@@ -539,7 +557,9 @@ def _load_lpips(device: "torch.device", notes: list[str]) -> tuple[LPIPSMetric |
 
 
 def _scores(truth: np.ndarray, result: np.ndarray, lpips_metric: LPIPSMetric | None) -> dict[str, float | None]:
-    scores: dict[str, float | None] = {"psnr": psnr(truth, result), "ssim": ssim(truth, result)}
+    scores: dict[str, float | None] = {
+        "psnr": psnr(truth, result), "ssim": ssim(truth, result), "ab_hf": ab_high_frequency_share(result)
+    }
     scores.update({f"cf_{v}": value for v, value in colorfulness_all(result).items()})
     if lpips_metric is not None:
         scores["lpips"] = lpips_metric(truth, result)
@@ -547,7 +567,7 @@ def _scores(truth: np.ndarray, result: np.ndarray, lpips_metric: LPIPSMetric | N
 
 
 def _summary(name: str, source: PathLike | None, scores: list[dict[str, Any]],
-             truth_scores: list[dict[str, Any]], fid_value: float | None) -> MethodSummary:
+             truth_scores: list[dict[str, Any]], fid_value: float | None, kid_value: float | None = None) -> MethodSummary:
     finite_psnr = [s["psnr"] for s in scores if math.isfinite(s["psnr"])]
     cf = {v: [s[f"cf_{v}"] for s in scores] for v in COLORFULNESS_VARIANTS}
     truth_cf = {v: [s[f"cf_{v}"] for s in truth_scores] for v in COLORFULNESS_VARIANTS}
@@ -562,6 +582,8 @@ def _summary(name: str, source: PathLike | None, scores: list[dict[str, Any]],
         fid=fid_value,
         lpips=float(np.mean([s["lpips"] for s in scores])) if "lpips" in scores[0] else None,
         identical_images=len(scores) - len(finite_psnr),
+        kid=kid_value,
+        ab_high_frequency=float(np.mean([s["ab_hf"] for s in scores])),
     )
 
 
@@ -645,6 +667,7 @@ def evaluate_folders(
             raw[GRAY_METHOD] = gray
         truth = preprocessing.apply(truth_rgb)
         per_image["truth"][key] = {f"cf_{v}": value for v, value in colorfulness_all(truth).items()}
+        per_image["truth"][key]["ab_hf"] = ab_high_frequency_share(truth)
         outputs = {name: preprocessing.apply(raw[name]) for name in names}
         for name, pixels in [("truth", truth), *outputs.items()]:
             if inception:
@@ -672,8 +695,12 @@ def evaluate_folders(
     truth_scores = list(per_image["truth"].values())
     summaries = []
     for name in names:
-        fid_value = feature_sets[name].statistics.frechet_distance(feature_sets["truth"].statistics) if with_fid else None
-        summary = _summary(name, methods.get(name), list(per_image[name].values()), truth_scores, fid_value)
+        fid_value = kid_value = None
+        if with_fid:
+            statistics, truth_statistics = feature_sets[name].statistics, feature_sets["truth"].statistics
+            fid_value = statistics.frechet_distance(truth_statistics)
+            kid_value = statistics.kernel_inception_distance(truth_statistics)
+        summary = _summary(name, methods.get(name), list(per_image[name].values()), truth_scores, fid_value, kid_value)
         if summary.identical_images:
             notes.append(f"{name}: {summary.identical_images} image(s) equal the ground truth "
                          "(PSNR = inf) and are left out of the PSNR mean")
@@ -697,6 +724,7 @@ def evaluate_folders(
         truth_colorfulness={v: float(np.mean([s[f"cf_{v}"] for s in truth_scores])) for v in COLORFULNESS_VARIANTS},
         methods=summaries, per_image=per_image, notes=notes, counts=counts,
         grid_rows=grid, grid_columns=["gray input", TRUTH_LABEL, *methods],
+        truth_ab_high_frequency=float(np.mean([s["ab_hf"] for s in truth_scores])),
     )
 
 

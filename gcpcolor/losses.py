@@ -94,7 +94,7 @@ def encoder_feature_loss(
 def latent_regularizer(z: torch.Tensor) -> torch.Tensor:
     """Gaussian prior on the predicted latent: mean over the batch of ½‖z‖₂² (λ_reg = 0.0125).
 
-    DESIGN.md writes ½‖z‖₂; we use the squared norm, the negative log-density of the N(0, I)
+    The paper writes ½‖z‖₂; we use the squared norm, the negative log-density of the N(0, I)
     prior BigGAN was trained with (up to a constant), whose gradient z is smooth at z = 0.
     z is (N, dim) or any (N, ...) shape; all non-batch dimensions count.
     """

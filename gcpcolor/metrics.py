@@ -1,4 +1,4 @@
-"""Image-quality metrics of the paper's quantitative protocol (DESIGN.md, "Evaluation protocol").
+"""Image-quality metrics of the paper's quantitative protocol (docs/architecture.md, "Evaluation").
 
 Pure functions on RGB arrays in 0..255 (uint8 or float, shape (H, W, 3)), plus a streaming
 accumulator of Inception features so FID over thousands of images needs bounded memory. The
@@ -163,11 +163,13 @@ class FeatureStatistics:
     (what pytorch-fid computes on the full feature matrix).
     """
 
-    def __init__(self, dims: int) -> None:
+    def __init__(self, dims: int, keep_features: bool = False) -> None:
         self.dims = dims
         self.count = 0
         self._sum = np.zeros(dims, dtype=np.float64)
         self._outer = np.zeros((dims, dims), dtype=np.float64)
+        #: the vectors themselves (float32), for KID; kept only when asked
+        self.features: list[np.ndarray] | None = [] if keep_features else None
 
     def update(self, features: np.ndarray) -> None:
         batch = np.asarray(features, dtype=np.float64)
@@ -176,6 +178,8 @@ class FeatureStatistics:
         self.count += batch.shape[0]
         self._sum += batch.sum(axis=0)
         self._outer += batch.T @ batch
+        if self.features is not None:
+            self.features.append(batch.astype(np.float32))
 
     def mean(self) -> np.ndarray:
         if self.count == 0:
@@ -190,6 +194,69 @@ class FeatureStatistics:
 
     def frechet_distance(self, other: "FeatureStatistics") -> float:
         return frechet_distance(self.mean(), self.covariance(), other.mean(), other.covariance())
+
+    def kernel_inception_distance(self, other: "FeatureStatistics") -> float:
+        if self.features is None or other.features is None:
+            raise ValueError("KID needs the feature vectors: create the statistics with keep_features=True")
+        return kernel_inception_distance(np.concatenate(self.features), np.concatenate(other.features))
+
+
+def _polynomial_mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD² with the kernel k(a, b) = (a·b / d + 1)³ (Bińkowski et al. 2018)."""
+    dims = x.shape[1]
+    k_xx = (x @ x.T / dims + 1.0) ** 3
+    k_yy = (y @ y.T / dims + 1.0) ** 3
+    k_xy = (x @ y.T / dims + 1.0) ** 3
+    m, n = len(x), len(y)
+    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    return float(within_x + within_y - 2.0 * k_xy.mean())
+
+
+def kernel_inception_distance(
+    features_a: np.ndarray, features_b: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> float:
+    """KID: the unbiased polynomial-kernel MMD² between two feature sets, averaged over
+    `subsets` random subsets of min(subset_size, N_a, N_b) vectors each (seeded). Unlike FID it
+    has no bias that depends on the number of images, so small sets compare fairly."""
+    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"mismatched feature sets {a.shape} and {b.shape}")
+    size = min(subset_size, len(a), len(b))
+    if size < 2:
+        raise ValueError("KID needs at least 2 feature vectors on each side")
+    if size == len(a) == len(b):
+        return _polynomial_mmd2_unbiased(a, b)  # every subset would be the whole set
+    generator = np.random.default_rng(seed)
+    values = [
+        _polynomial_mmd2_unbiased(a[generator.choice(len(a), size, replace=False)], b[generator.choice(len(b), size, replace=False)])
+        for _ in range(subsets)
+    ]
+    return float(np.mean(values))
+
+
+#: Spatial frequency (cycles per pixel) above which chroma power counts as high-frequency.
+AB_HIGH_FREQUENCY_CUTOFF = 0.25
+
+
+def ab_high_frequency_share(image: np.ndarray, cutoff: float = AB_HIGH_FREQUENCY_CUTOFF) -> float:
+    """Share of the CIELAB a/b spectral power (mean removed) at radial frequencies above
+    `cutoff` cycles/pixel. Natural photos keep their chroma power at low frequencies; an
+    upsampling checkerboard or colour noise shows up as a larger share (compare with the ground
+    truth's at the same size). Returns 0 for an image without chroma variation."""
+    import torch
+
+    from .color import rgb_to_lab
+
+    rgb = torch.from_numpy(_as_rgb255(image) / 255.0).permute(2, 0, 1)[None]
+    ab = rgb_to_lab(rgb)[0, 1:].permute(1, 2, 0).numpy()
+    ab = ab - ab.mean(axis=(0, 1))
+    power = (np.abs(np.fft.fft2(ab, axes=(0, 1))) ** 2).sum(axis=2)
+    fy = np.fft.fftfreq(ab.shape[0])[:, None]
+    fx = np.fft.fftfreq(ab.shape[1])[None, :]
+    radius = np.sqrt(fx**2 + fy**2)
+    total = power.sum()
+    return float(power[radius > cutoff].sum() / total) if total > 0 else 0.0
 
 
 # --------------------------------------------------------------------------- LPIPS

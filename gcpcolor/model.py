@@ -1,7 +1,7 @@
 """The composed GCP-Colorization network: encoder → BigGAN → correspondence → colorization.
 
 One forward implementation serves inference (`Colorizer`) and stage-2 training, so both see
-exactly the same data flow (DESIGN.md, "Data flow").
+exactly the same data flow (docs/architecture.md, "Data flow").
 """
 
 from __future__ import annotations

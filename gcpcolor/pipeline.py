@@ -6,7 +6,7 @@
     result.save("grandma_1932_color.png")
 
 The networks work at 256²; the predicted ab is upsampled bicubically to the photo's own size and
-joined with its ORIGINAL full-resolution L, so no detail of the scan is lost (DESIGN.md).
+joined with its ORIGINAL full-resolution L, so no detail of the scan is lost (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ class Colorizer:
         self.model = model.to(self.device).eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
+        if classifier is None and not is_demo:
+            classifier = default_imagenet_classifier(model.config)
         self.classifier = classifier.to(self.device).eval() if classifier is not None else None
         self.is_demo = is_demo
 
@@ -256,12 +258,25 @@ class Colorizer:
         return index
 
     @torch.no_grad()
-    def predict_classes(self, work_inputs: torch.Tensor) -> torch.Tensor:
-        """Automatic class: an external classifier if given, else BigGAN-D's class projection."""
+    def class_scores(self, work_inputs: torch.Tensor) -> torch.Tensor:
+        """Scores (B, classes) of the prior's classes for network inputs: the ImageNet classifier
+        when there is one, else the model's own class predictor."""
         work_inputs = work_inputs.to(self.device)
         if self.classifier is not None:
-            return self.classifier(work_inputs).argmax(dim=1)
-        return self.model.predict_class(work_inputs)
+            return self.classifier(work_inputs)
+        return self.model.class_logits(work_inputs)
+
+    def predict_classes(self, work_inputs: torch.Tensor) -> torch.Tensor:
+        """Automatic class (see `class_scores`)."""
+        return self.class_scores(work_inputs).argmax(dim=1)
+
+    @torch.no_grad()
+    def top_classes(self, image: ImageLike, k: int = 5, resize_mode: str = "pad") -> list[tuple[int, float]]:
+        """The k most likely classes of the prior for a photo, as (class id, probability)."""
+        prepared = self._prepare(to_rgb_array(image), resize_mode)
+        probabilities = torch.softmax(self.class_scores(prepared.work_input).float(), dim=1)[0]
+        values, indices = probabilities.topk(min(k, probabilities.numel()))
+        return [(int(i), float(v)) for i, v in zip(indices, values)]
 
     # ----------------------------------------------------------------- colorization
     @torch.no_grad()
@@ -358,6 +373,20 @@ class Colorizer:
             chunk = walked[start : start + batch_size]
             frames.extend(self.colorize_batch([rgb] * len(chunk), [resolved] * len(chunk), resize_mode, latents=chunk))
         return frames
+
+
+def default_imagenet_classifier(config: ColorizerConfig) -> "torch.nn.Module | None":
+    """EfficientNet-Lite0 for priors with the ImageNet classes that pick them with the
+    discriminator's projection; None (with a warning) when its weights package is missing."""
+    if config.biggan.n_classes != NUM_IMAGENET_CLASSES or config.class_predictor != "discriminator":
+        return None
+    from .classify import ImageNetClassifier
+
+    try:
+        return ImageNetClassifier()
+    except MissingWeightsError as exc:
+        logger.warning("automatic classes fall back to the BigGAN discriminator's projection: %s", exc)
+        return None
 
 
 def _to_images(batch: torch.Tensor) -> list[np.ndarray]:

@@ -85,6 +85,8 @@ from .training_config import (
     config_to_plain,
     dump_train_config,
     resolve_model_config,
+    stage_config_class,
+    train_config_from_dict,
     validate_train_config,
 )
 from .weights import AUTHORS_FILES, find_weight_file
@@ -1231,6 +1233,26 @@ def ab_bin_counts(dataset: Dataset, centers: torch.Tensor, samples: int) -> torc
 
 
 TRAINERS: dict[int, type[_Trainer]] = {1: EncoderTrainer, 2: ColorizationTrainer}
+
+
+def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Write our reloadable format (`Colorizer.from_pretrained`) to `target` from a run's
+    `final/` folder, one of its checkpoints, or a run folder (its newest checkpoint); with
+    `dtype` (e.g. float16) the floating-point weights are stored in it."""
+    source, target = Path(source).expanduser(), Path(target).expanduser()
+    if (source / "config.json").is_file():
+        save_model_pretrained(Colorizer.from_pretrained(source).model, target, dtype)
+        return target
+    checkpoint = resolve_resume(source, CheckpointManager(source / CHECKPOINTS_DIR))
+    if checkpoint is None:
+        raise TrainingSetupError(f"{source}: neither an exported model nor a run with checkpoints")
+    data = yaml.safe_load((checkpoint / TRAIN_CONFIG_FILE).read_text())
+    stage = 1 if "guidance" not in data else 2
+    config = train_config_from_dict(stage_config_class(stage), data)
+    config = dataclasses.replace(config, logging=dataclasses.replace(config.logging, tensorboard=False))
+    trainer = TRAINERS[stage](config, checkpoint)  # rebuilds every network, then loads the checkpoint
+    save_model_pretrained(trainer.model, target, dtype)
+    return target
 
 
 def run_training(config: TrainConfig, resume: str | os.PathLike | bool | None = None) -> TrainResult:

@@ -24,7 +24,7 @@ AUTHORS_RELEASE = (
     "(README, 'pretrained models', Google Drive links)"
 )
 
-#: The authors' released checkpoint files (DESIGN.md), keyed by the role they play.
+#: The authors' released checkpoint files (docs/architecture.md, "Formats"), keyed by the role they play.
 AUTHORS_FILES = {
     "generator": "biggan_G_ema_256.pth",
     "discriminator": "biggan_D_256.pth",

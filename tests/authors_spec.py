@@ -1,7 +1,7 @@
 """The authors' checkpoint layout, written out independently of gcpcolor's modules.
 
 Each function lists tensor name -> shape as BigGAN-PyTorch / GCP-Colorization name them, derived
-from the architecture tables (DESIGN.md and the authors' code), NOT from our nn.Modules. Tests
+from the architecture tables (the paper, docs/architecture.md and the authors' code), NOT from our nn.Modules. Tests
 build random tensors from these specs, save them as the authors' files would be, and check that
 our loaders accept them with strict=True.
 """

@@ -29,7 +29,12 @@ STEMS = [f"photo{i}" for i in range(6)]
 
 @pytest.fixture(autouse=True)
 def _no_inception_env(monkeypatch):
+    """No Inception unless a test brings one: neither $GCPCOLOR_INCEPTION nor the installed
+    TF-FID package (test_tf_fid_network uses that one explicitly)."""
+    import gcpcolor.models.inception
+
     monkeypatch.delenv("GCPCOLOR_INCEPTION", raising=False)
+    monkeypatch.setattr(gcpcolor.models.inception, "find_tf_fid_network", lambda: None)
 
 
 def _save(array: np.ndarray, path: Path) -> Path:
@@ -280,3 +285,25 @@ def test_cli_colorize_and_evaluate_demo(tmp_path):
         (out / report_file).unlink()
     message = _one_line_error(_run("--truth", str(truth), "--demo", "-o", str(out), "--size", "32", "-q"))
     assert "results folder is not empty" in message
+
+
+def test_tf_fid_network_and_kid_on_real_features(folders):
+    """The pinned TF-FID TorchScript network, when installed: 2048-d non-negative pool3
+    features, FID and KID of a set against itself are ~0, and a dulled set scores worse."""
+    from gcpcolor.models import inception
+
+    path = inception.find_tf_fid_network()
+    if path is None:
+        pytest.skip(f"{inception.TF_FID_PACKAGE} is not installed")
+    network = inception.load_tf_fid_inception(path)
+    assert network.variant == "tf-fid"
+    features = network(torch.rand(2, 3, 64, 64))
+    assert features.shape == (2, 2048) and bool((features >= 0).all()) and bool(torch.isfinite(features).all())
+    inception.find_tf_fid_network = lambda: path  # the autouse fixture restores the stub after the test
+    report = evaluate_folders(folders["truth"], {"copy": folders["truth"], "dull": folders["dull"]},
+                              fid=True, size=64, lpips=False)
+    assert report.settings.inception_variant == "tf-fid"
+    copy, dull = report.method("copy"), report.method("dull")
+    assert copy.fid == pytest.approx(0.0, abs=1e-6)
+    assert dull.fid > 1.0 and dull.kid > copy.kid
+    assert "KID" in report.to_markdown()

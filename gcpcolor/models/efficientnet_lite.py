@@ -170,11 +170,11 @@ def find_efficientnet_lite0_weights() -> Path:
 
 def load_efficientnet_lite0(path: str | os.PathLike | None = None) -> EfficientNetLite0:
     """The ImageNet-trained network, frozen and in eval mode, loaded strictly."""
-    from ..serialization import read_checkpoint
+    from ..serialization import load_state_dict_strict, read_checkpoint
 
     network = EfficientNetLite0()
-    state = read_checkpoint(Path(path) if path is not None else find_efficientnet_lite0_weights())
-    network.load_state_dict(state, strict=True)
+    source = Path(path) if path is not None else find_efficientnet_lite0_weights()
+    load_state_dict_strict(network, read_checkpoint(source), source)
     network.eval().requires_grad_(False)
     return network
 

