@@ -100,15 +100,6 @@ class GCPColorizationModel(nn.Module):
         """Photos at the working size, resized to what the prior networks were trained on."""
         return resample_square(images, self.prior_resolution)
 
-    def prior_features(self, features: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """The generator's last three block outputs resampled to the colorizer's scales.
-
-        A prior at the working resolution hands them over unchanged (the paper's case); a
-        smaller prior's coarser maps are upsampled bilinearly.
-        """
-        ordered = [f for _, f in sorted(features.items())]
-        return {size: resample_square(f, size) for size, f in zip(REFERENCE_RESOLUTIONS, ordered)}
-
     def _warp_native(self, matrix: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Warp a prior map at its own resolution (at least the correspondence grid); a small
         prior's maps are upsampled after warping, which costs a fraction of warping them at the
@@ -170,18 +161,24 @@ class GCPColorizationModel(nn.Module):
         warped_exemplar = resample_square(self._warp_native(matrix, prior_exemplar), work_size)
         exemplar = resample_square(prior_exemplar, work_size)
 
+        semantic = isinstance(self.colorization_net, SemanticColorizationNet)
+        # The SPADE network takes each map at its own scale; the semantic network resamples all
+        # of them once to its stride-4 grid, so they go to it at the resolution they have.
+        to_scale = (lambda f, size: f) if semantic else resample_square
         if self.guidance is Guidance.FEATURES:
             ordered = [self._warp_native(matrix, f) for _, f in sorted(prior_features.items())]
-            conditioning = {size: resample_square(f, size) for size, f in zip(REFERENCE_RESOLUTIONS, ordered)}
+            conditioning = {size: to_scale(f, size) for size, f in zip(REFERENCE_RESOLUTIONS, ordered)}
         elif self.guidance is Guidance.IMAGE:
-            conditioning = {size: resample_square(warped_exemplar, size) for size in REFERENCE_RESOLUTIONS}
+            conditioning = {size: to_scale(warped_exemplar, size) for size in REFERENCE_RESOLUTIONS}
         elif self.guidance is Guidance.UNALIGNED:
-            conditioning = self.prior_features(prior_features)
+            ordered = [f for _, f in sorted(prior_features.items())]
+            conditioning = {size: to_scale(f, size) for size, f in zip(REFERENCE_RESOLUTIONS, ordered)}
         else:
-            conditioning = {k: torch.zeros_like(f) for k, f in self.prior_features(prior_features).items()}
+            ordered = [f for _, f in sorted(prior_features.items())]
+            conditioning = {size: torch.zeros_like(to_scale(f, size)) for size, f in zip(REFERENCE_RESOLUTIONS, ordered)}
 
         logits = None
-        if isinstance(self.colorization_net, SemanticColorizationNet):
+        if semantic:
             logits = self.colorization_net.logits(l_input, conditioning)
             ab = resample_square(self.colorization_net.decode(logits), l_input.shape[-1])
         else:
