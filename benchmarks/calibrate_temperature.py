@@ -7,7 +7,7 @@ several T, and prints mean colourfulness (absolute Hasler & Süsstrunk) against 
 with PSNR, at 256² (the evaluation protocol). Choose T where the ratio is near 1 — on photos
 that are not the benchmark you report.
 
-    python benchmarks/calibrate_temperature.py MODEL_DIR PHOTO_DIR [--count 200]
+    python benchmarks/calibrate_temperature.py MODEL_DIR PHOTO_DIR [PHOTO_DIR...] [--count 200]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ TEMPERATURES = (0.2, 0.25, 0.3, 0.35, 0.38, 0.42, 0.46, 0.5, 0.6, 0.8, 1.0)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir")
-    parser.add_argument("photo_dir")
+    parser.add_argument("photo_dirs", nargs="+", metavar="photo_dir")
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
@@ -42,8 +42,8 @@ def main() -> int:
     if not getattr(model.colorization_net, "predicts_distribution", False):
         print("this model has no ab-bin distribution to calibrate", file=sys.stderr)
         return 2
-    files = [path for path, _ in find_images([args.photo_dir])]
-    files = files[:: max(1, len(files) // args.count)][: args.count]
+    files = [path for path, _ in find_images(args.photo_dirs)]
+    files = files[:: max(1, len(files) // args.count)][: args.count]  # evenly over all folders
     truth_cf, output_cf = [], {t: [] for t in TEMPERATURES}
     scores = {t: [] for t in TEMPERATURES}
     with torch.no_grad():
@@ -62,7 +62,7 @@ def main() -> int:
                 output_cf[temperature].append(colorfulness(result))
                 scores[temperature].append(psnr(truth, result))
     reference = float(np.mean(truth_cf))
-    print(f"{len(files)} photos from {args.photo_dir}; ground-truth colourfulness {reference:.2f}")
+    print(f"{len(files)} photos from {', '.join(args.photo_dirs)}; ground-truth colourfulness {reference:.2f}")
     print("| T | colourfulness | ratio | PSNR |")
     print("|---:|---:|---:|---:|")
     for temperature in TEMPERATURES:

@@ -99,10 +99,11 @@ def evaluate_command(
         if model_dir is not None or demo:
             if model_dir is not None and demo:
                 raise EvaluateCommandError("--colorize-with and --demo exclude each other")
-            name = "demo" if demo else parse_method(model_dir)[0]
+            name, model_path = ("demo", None) if demo else parse_method(model_dir)
             if name in methods or (include_gray and name == GRAY_METHOD):
                 raise EvaluateCommandError(f"a results folder is already named '{name}'; name it with NAME=DIR")
-            methods[name] = _colorize(truth_dir, out / "results" / name, model_dir, device, suffix, overwrite, quiet)
+            model_path = None if model_path is None else str(model_path)
+            methods[name] = _colorize(truth_dir, out / "results" / name, model_path, device, suffix, overwrite, quiet)
         report = evaluate_folders(
             truth_dir, methods, include_gray=include_gray, size=size, mode=mode, colorfulness_variant=cf_variant,
             fid=fid, inception_weights=inception_weights, result_suffix=suffix, batch_size=batch_size,

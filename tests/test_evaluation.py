@@ -287,6 +287,22 @@ def test_cli_colorize_and_evaluate_demo(tmp_path):
     assert "results folder is not empty" in message
 
 
+def test_cli_colorize_with_a_named_model_folder(tmp_path):
+    """--colorize-with NAME=DIR names the results after NAME and loads the model from DIR."""
+    from gcpcolor.pipeline import Colorizer
+
+    Colorizer.demo().save_pretrained(tmp_path / "model")
+    truth = tmp_path / "truth"
+    for index in range(2):
+        _save(_colour_photo(index, size=(36, 28)), truth / f"tiny{index}.jpg")
+    out = tmp_path / "eval"
+    result = _run("--truth", str(truth), "--colorize-with", f"mine={tmp_path / 'model'}", "-o", str(out),
+                  "--size", "32", "-q", "--no-fid")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "results" / "mine").iterdir()) == ["tiny0_color.png", "tiny1_color.png"]
+    assert set(json.loads((out / "metrics.json").read_text())["methods"]) == {"mine"}
+
+
 def test_tf_fid_network_and_kid_on_real_features(folders):
     """The pinned TF-FID TorchScript network, when installed: 2048-d non-negative pool3
     features, FID and KID of a set against itself are ~0, and a dulled set scores worse."""
