@@ -468,13 +468,20 @@ def _unreachable_reason(path: Path, error: OSError) -> str:
     return f"cannot read: {_describe_os_error(error)}"
 
 
+def _contains(folder: str, path: str) -> bool:
+    """Whether real path `path` is `folder` or lies inside it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def _files_in_folder(folder: Path, recursive: bool, on_skip: SkipReporter) -> Iterator[Path]:
     """Every visible regular file below `folder`, following symbolic links to folders.
 
-    Hidden names (.git, .thumbnails, ...) are skipped. A link back to a folder we are inside of
-    (a loop), a broken link and a folder we cannot read are reported through `on_skip` and
-    skipped, so that one odd entry cannot stop the walk; a folder reached again by another route
-    is walked once. The walk uses its own stack: no recursion limit for deep trees.
+    Hidden names (.git, .thumbnails, ...) are skipped. A link to a folder that contains the one
+    being listed (a loop: by the route walked, or on disk, like a link to '..' that would also
+    pull in the output folder next to the input), a broken link and a folder we cannot read are
+    reported through `on_skip` and skipped, so that one odd entry cannot stop the walk; a folder
+    reached again by another route is walked once. The walk uses its own stack: no recursion
+    limit for deep trees.
     """
     root_info = folder.stat()
     seen_folders = {(root_info.st_dev, root_info.st_ino)}
@@ -482,6 +489,7 @@ def _files_in_folder(folder: Path, recursive: bool, on_skip: SkipReporter) -> It
     stack: list[tuple[Path, frozenset[tuple[int, int]]]] = [(folder, frozenset(seen_folders))]
     while stack:
         current, ancestors = stack.pop()
+        current_real = os.path.realpath(current)
         try:
             with os.scandir(current) as iterator:
                 # Real folders before links, so that a folder reached both ways is mirrored
@@ -504,7 +512,7 @@ def _files_in_folder(folder: Path, recursive: bool, on_skip: SkipReporter) -> It
                 yield path
             elif stat.S_ISDIR(info.st_mode) and recursive:
                 identity = (info.st_dev, info.st_ino)
-                if identity in ancestors:
+                if identity in ancestors or _contains(os.path.realpath(path), current_real):
                     on_skip(path, "symbolic link loop (links to a folder that contains it)")
                 elif identity not in seen_folders:
                     seen_folders.add(identity)

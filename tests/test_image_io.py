@@ -600,9 +600,11 @@ def test_duplicates_are_listed_once(photo_tree: Path) -> None:
 
 @pytest.fixture
 def hostile_tree(photo_tree: Path) -> Path:
-    """photo_tree plus two links looping back, a link to itself, a broken link and a link to a
-    folder that is also reached directly."""
+    """photo_tree plus three links looping back (the last one past the top, where an output
+    folder could be), a link to itself, a broken link and a link to a folder that is also
+    reached directly."""
     (photo_tree / "1950" / "back_to_top").symlink_to("..")
+    (photo_tree / "1950" / "past_the_top").symlink_to("../..")
     (photo_tree / "1950" / "itself").symlink_to(".")
     (photo_tree / "self.jpg").symlink_to("self.jpg")
     (photo_tree / "gone.png").symlink_to("deleted.png")
@@ -632,6 +634,7 @@ def test_link_loops_and_broken_links_are_reported_and_skipped(hostile_tree: Path
         ("back_to_top", "symbolic link loop (links to a folder that contains it)"),
         ("gone.png", "broken symbolic link"),
         ("itself", "symbolic link loop (links to a folder that contains it)"),
+        ("past_the_top", "symbolic link loop (links to a folder that contains it)"),
         ("self.jpg", "symbolic link loop"),
     ]
 
