@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gcpcolor import image_io
 from gcpcolor.image_io import (
     HEIF_EXTRA_HINT,
     IMAGE_EXTENSIONS,
