@@ -6,6 +6,8 @@ and give a non-zero exit code; a failing photo never stops the rest of a batch.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,21 @@ from .config import ConfigError
 from .errors import MissingWeightsError, WeightsFormatError
 from .evaluate_cli import evaluate_command
 from .train_cli import train_command, train_encoder_command, train_prior_command
-from .image_io import IMAGE_EXTENSIONS, ImageInputError, ImageOutputError, find_images, load_image, output_path, save_image
+from .image_io import (
+    IMAGE_EXTENSIONS,
+    ImageInputError,
+    ImageOutputError,
+    SkipReporter,
+    broken_result_reason,
+    find_images,
+    is_out_of_memory,
+    load_image,
+    one_line_message,
+    output_path,
+    save_image,
+)
+from .web import MAX_SEED, MAX_SIGMA
+from .weights import remove_stale_temporaries
 
 EXIT_INPUT_ERRORS = 1
 EXIT_USAGE = 2
@@ -35,13 +51,67 @@ class CommandError(click.ClickException):
     exit_code = EXIT_USAGE
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan, which passes every comparison with a bound, and
+    inf where no upper bound catches it."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+#: More results than this per photo is a typing mistake, not a plan (and each is a forward pass).
+MAX_RESULTS_PER_PHOTO = 1000
+#: The longest walk along a latent direction; see MAX_SIGMA for why huge latents are refused.
+MAX_SHIFT = 100.0
+
+
+def _file_name_suffix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if any(character in value for character in ("/", "\\", "\0")):
+        raise click.BadParameter("must be part of a file name: no '/', '\\' or NUL", ctx, param)
+    return value
+
+
 @dataclass
 class _Job:
     source: Path
     relative: Path
     target: Path
+    outputs: list[Path] = field(default_factory=list)  # every file this photo's run writes
     rgb: np.ndarray | None = None
-    extra: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _OutputNames:
+    """The names of the files one photo's run writes, both for writing them and for checking
+    beforehand whether any already exists or is an input."""
+
+    direction: int | None
+    steps: int
+    results: int  # per photo: samples x classes; a single result takes the plain target name
+    save_exemplar: bool
+
+    def result(self, target: Path, index: int) -> Path:
+        return target if self.results == 1 else _with_suffix(target, f"s{index}", target.suffix)
+
+    def frame(self, target: Path, index: int) -> Path:
+        return target.with_name(f"{target.stem}_dir{self.direction}") / f"frame_{index:03d}.png"
+
+    def animation(self, target: Path) -> Path:
+        return target.with_name(f"{target.stem}_dir{self.direction}.gif")
+
+    def all(self, target: Path) -> list[Path]:
+        if self.direction is not None:
+            return [self.frame(target, index) for index in range(self.steps)] + [self.animation(target)]
+        paths = []
+        for index in range(self.results):
+            result = self.result(target, index)
+            paths.append(result)
+            if self.save_exemplar:
+                paths += [_with_suffix(result, "exemplar"), _with_suffix(result, "warped")]
+        return paths
 
 
 def _echo_err(message: str) -> None:
@@ -76,20 +146,66 @@ def _load_colorizer(weights: str | None, demo: bool, device: str, classifier: st
         raise CommandError(str(exc)) from None
 
 
-def _resolve_output(inputs: tuple[str, ...], output: str, suffix: str, extension: str | None, recursive: bool) -> list[_Job]:
+def _resolve_output(inputs: tuple[str, ...], output: str, suffix: str, extension: str | None, recursive: bool,
+                    on_skip: SkipReporter) -> list[_Job]:
     try:
-        found = find_images(list(inputs), recursive=recursive)
+        found = find_images(list(inputs), recursive=recursive, on_skip=on_skip)
     except ImageInputError as exc:
         raise CommandError(str(exc)) from None
     out = Path(output)
-    single_file_target = len(found) == 1 and out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir()
-    if single_file_target:
+    names_a_file = not out.is_dir() and (out.suffix.lower() in IMAGE_EXTENSIONS or out.exists())
+    if names_a_file:
+        if len(found) != 1:
+            raise CommandError(f"-o {output} names a file, but {len(found)} photos were found: give a folder")
         return [_Job(found[0][0], found[0][1], out)]
     return [_Job(src, rel, output_path(rel, out, suffix=suffix, extension=extension)) for src, rel in found]
 
 
 def _with_suffix(path: Path, tag: str, extension: str = ".png") -> Path:
     return path.with_name(f"{path.stem}_{tag}{extension}")
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file `path` leads to: the same for hard links and symbolic links."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _jobs_to_run(jobs: list[_Job], overwrite: bool, skip_existing: bool) -> tuple[list[_Job], int]:
+    """The jobs allowed to write all their outputs, and how many were refused (each reported).
+
+    A job whose output is an input photo (the same path, or a link to it) is refused whatever
+    the flags: replacing it would destroy the user's original. Existing outputs are replaced
+    only with --overwrite; --skip-existing passes over a photo whose outputs all exist.
+    """
+    input_files = {identity for job in jobs if (identity := _file_identity(job.source)) is not None}
+    pending, refused = [], 0
+    for job in jobs:
+        clash = next((path for path in job.outputs if _file_identity(path) in input_files), None)
+        if clash is not None:
+            _echo_err(f"error: {job.source}: not writing {clash}: it is one of the input photos "
+                      f"(choose another -o folder or --suffix)")
+            refused += 1
+            continue
+        existing = [path for path in job.outputs if os.path.lexists(path)]
+        if existing and not overwrite:
+            complete = len(existing) == len(job.outputs)
+            if not (complete and skip_existing):
+                advice = "use --overwrite or --skip-existing" if complete else "use --overwrite to redo the photo"
+                _echo_err(f"skipped {job.source}: output {existing[0]} exists ({advice})")
+                refused += 1
+            continue
+        pending.append(job)
+    return pending, refused
+
+
+def _failure_message(error: Exception, activity: str = "colorizing") -> str:
+    if is_out_of_memory(error):
+        return f"out of memory while {activity} (try a smaller --batch-size or photo)"
+    return f"failed while {activity}: {type(error).__name__}: {one_line_message(error)}"
 
 
 @main.command()
@@ -101,29 +217,39 @@ def _with_suffix(path: Path, tag: str, extension: str = ".png") -> Path:
               help="ImageNet class id, name or wnid (default: automatic). Repeat for one result per class.")
 @click.option("--classifier", help="torchvision/timm architecture for automatic classes, e.g. resnet50.")
 @click.option("--classifier-weights", type=click.Path(dir_okay=False), help="Local weights file of --classifier.")
-@click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True, help="Diverse results per photo.")
-@click.option("--sigma", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Latent noise for --samples.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--direction", type=click.IntRange(min=0), help="Latent direction to walk (controllable transition).")
-@click.option("--shift", type=click.FloatRange(min=0), default=16.0, show_default=True, help="Walk over [-shift, shift].")
-@click.option("--steps", type=click.IntRange(min=2), default=9, show_default=True, help="Frames of the walk.")
+@click.option("--samples", type=click.IntRange(1, MAX_RESULTS_PER_PHOTO), default=1, show_default=True,
+              help="Diverse results per photo.")
+@click.option("--sigma", type=FiniteFloatRange(0, MAX_SIGMA), default=0.5, show_default=True,
+              help="Latent noise for --samples.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+@click.option("--direction", type=click.IntRange(min=0),
+              help="Latent direction to walk (controllable transition); below the model's direction count.")
+@click.option("--shift", type=FiniteFloatRange(0, MAX_SHIFT), default=16.0, show_default=True,
+              help="Walk over [-shift, shift].")
+@click.option("--steps", type=click.IntRange(2, MAX_RESULTS_PER_PHOTO), default=9, show_default=True, help="Frames of the walk.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--resize", "resize_mode", type=click.Choice(["pad", "stretch"]), default="pad", show_default=True,
               help="How the photo is fit to the 256² working size (the output keeps its own size either way).")
 @click.option("--save-exemplar", is_flag=True, help="Also save the GAN exemplar and its warped version.")
-@click.option("--suffix", default="_color", show_default=True, help="Added to output file names.")
+@click.option("--suffix", default="_color", show_default=True, callback=_file_name_suffix,
+              help="Added to output file names.")
 @click.option("--format", "extension", type=click.Choice(["png", "jpg", "tif", "webp"]), help="Output format (default: input's).")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Descend into sub-folders.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@click.option("--skip-existing", is_flag=True, help="Silently skip photos whose output exists.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (never an input photo).")
+@click.option("--skip-existing", is_flag=True, help="Silently skip photos whose outputs all exist.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def colorize(
     inputs, output, weights, demo, class_specs, classifier, classifier_weights, samples, sigma, seed, direction,
     shift, steps, device, batch_size, resize_mode, save_exemplar, suffix, extension, recursive, overwrite,
     skip_existing, quiet,
 ):
-    """Colorize photos: files, folders (recursively) and glob patterns."""
+    """Colorize photos: files, folders (recursively) and glob patterns.
+
+    Every problem (an unreadable photo, a skipped folder entry, an existing output, a failed
+    colorization) is reported on one line and the rest of the photos are still done; the exit
+    code is then 1.
+    """
     from tqdm import tqdm
 
     from .pipeline import save_animation
@@ -133,7 +259,15 @@ def colorize(
     except ClassNotFoundError as exc:
         raise CommandError(str(exc)) from None
     class_spec = class_ids[0] if len(class_ids) == 1 else None
-    jobs = _resolve_output(inputs, output, suffix, f".{extension}" if extension else None, recursive)
+    problems = 0  # reported on their own line; any makes the exit code 1
+
+    def report_skipped_entry(path: Path, reason: str) -> None:
+        nonlocal problems
+        _echo_err(f"skipped {path}: {reason}")
+        problems += 1
+
+    jobs = _resolve_output(inputs, output, suffix, f".{extension}" if extension else None, recursive,
+                           report_skipped_entry)
     colorizer = _load_colorizer(weights, demo, device, classifier, classifier_weights)
     if colorizer.is_demo:
         _echo_err(DEMO_NOTICE)
@@ -142,21 +276,28 @@ def colorize(
             colorizer.class_index(spec)
     except ClassNotFoundError as exc:
         raise CommandError(str(exc)) from None
+    if direction is not None:
+        deformator = colorizer.model.deformator
+        if deformator is None:
+            raise CommandError("this model has no latent deformator, so --direction is unavailable")
+        if direction >= deformator.dim:
+            raise CommandError(f"--direction must be 0..{deformator.dim - 1} for this model, got {direction}")
 
-    pending: list[_Job] = []
-    blocked = 0  # existing outputs the user did not allow us to replace
+    names = _OutputNames(direction, steps, samples * max(1, len(class_ids)), save_exemplar)
     for job in jobs:
-        if job.target.exists() and not overwrite:
-            if not skip_existing:
-                _echo_err(f"skipped {job.source}: output {job.target} exists (use --overwrite or --skip-existing)")
-                blocked += 1
-            continue
-        pending.append(job)
+        job.outputs = names.all(job.target)
+    stale = [path for folder in sorted({path.parent for job in jobs for path in job.outputs})
+             for path in remove_stale_temporaries(folder)]
+    if stale and not quiet:
+        _echo_err(f"removed {len(stale)} temporary file(s) left by an interrupted run")
+
+    pending, refused = _jobs_to_run(jobs, overwrite, skip_existing)
+    problems += refused
     failures = 0
 
     progress = tqdm(total=len(pending), unit="photo", disable=quiet or not pending, file=sys.stderr)
 
-    def write(job: _Job, image: np.ndarray, target: Path) -> bool:
+    def write(image: np.ndarray, target: Path) -> bool:
         try:
             save_image(image, target, overwrite=overwrite)
             return True
@@ -164,69 +305,94 @@ def colorize(
             _echo_err(f"error: {exc}")
             return False
 
-    def finish(job: _Job, result, index: int | None = None) -> bool:
-        target = job.target if index is None else _with_suffix(job.target, f"s{index}", job.target.suffix)
-        ok = write(job, result.image, target)
-        if ok and save_exemplar:
-            ok &= write(job, result.exemplar, _with_suffix(target, "exemplar"))
-            ok &= write(job, result.warped_exemplar, _with_suffix(target, "warped"))
+    def usable(job: _Job, image: np.ndarray) -> bool:
+        reason = broken_result_reason(job.rgb, image)
+        if reason is not None:
+            _echo_err(f"error: {job.source}: {reason}")
+        return reason is None
+
+    def write_results(job: _Job, results) -> bool:
+        ok = True
+        for index, result in enumerate(results):
+            if not usable(job, result.image):
+                ok = False
+                continue
+            target = names.result(job.target, index)
+            ok &= write(result.image, target)
+            if save_exemplar:
+                ok &= write(result.exemplar, _with_suffix(target, "exemplar"))
+                ok &= write(result.warped_exemplar, _with_suffix(target, "warped"))
         return ok
 
+    def write_transition(job: _Job) -> bool:
+        frames = colorizer.transition(job.rgb, direction, shift=shift, steps=steps, class_id=class_spec,
+                                      resize_mode=resize_mode, batch_size=batch_size)
+        if not all([usable(job, frame.image) for frame in frames]):
+            return False
+        ok = all([write(frame.image, names.frame(job.target, index)) for index, frame in enumerate(frames)])
+        try:
+            save_animation([frame.image for frame in frames], names.animation(job.target), overwrite=overwrite)
+        except OSError as exc:
+            _echo_err(f"error: {exc}")
+            ok = False
+        return ok
+
+    def attempt(job: _Job, work) -> None:
+        """Run one photo's `work`; whatever it raises costs that photo only."""
+        nonlocal failures
+        try:
+            ok = work()
+        except Exception as exc:  # MemoryError included: the next photo may well fit
+            _echo_err(f"error: {job.source}: {_failure_message(exc)}")
+            ok = False
+        failures += not ok
+        progress.update(1)
+
+    def load(job: _Job) -> bool:
+        nonlocal failures
+        try:
+            job.rgb = load_image(job.source)
+            return True
+        except ImageInputError as exc:
+            _echo_err(f"error: {exc}")
+        except Exception as exc:
+            _echo_err(f"error: {job.source}: {_failure_message(exc, 'reading it')}")
+        failures += 1
+        progress.update(1)
+        return False
+
     for start in range(0, len(pending), batch_size):
-        batch = []
-        for job in pending[start : start + batch_size]:
-            try:
-                job.rgb = load_image(job.source)
-                batch.append(job)
-            except ImageInputError as exc:
-                _echo_err(f"error: {exc}")
-                failures += 1
-                progress.update(1)
-        if not batch:
-            continue
+        batch = [job for job in pending[start : start + batch_size] if load(job)]
         if direction is not None:
             for job in batch:
-                failures += not _run_transition(colorizer, job, direction, shift, steps, class_spec, resize_mode,
-                                                batch_size, overwrite, save_animation, write)
-                progress.update(1)
-        elif samples > 1 or len(class_ids) > 1:
+                attempt(job, lambda job=job: write_transition(job))
+        elif names.results > 1:
             for job in batch:
-                results = colorizer.diverse(job.rgb, samples=samples, sigma=sigma, seed=seed,
-                                            class_ids=class_ids or None, resize_mode=resize_mode)
-                ok = all([finish(job, result, i) for i, result in enumerate(results)])
-                failures += not ok
-                progress.update(1)
-        else:
-            results = colorizer.colorize_batch([job.rgb for job in batch], class_spec, resize_mode=resize_mode)
-            for job, result in zip(batch, results):
-                failures += not finish(job, result)
-                progress.update(1)
+                attempt(job, lambda job=job: write_results(job, colorizer.diverse(
+                    job.rgb, samples=samples, sigma=sigma, seed=seed, class_ids=class_ids or None,
+                    resize_mode=resize_mode)))
+        elif batch:
+            results = None
+            if len(batch) > 1:
+                try:
+                    results = colorizer.colorize_batch([job.rgb for job in batch], class_spec, resize_mode=resize_mode)
+                except Exception:
+                    pass  # one photo may be at fault, or the batch may not fit in memory: see below
+            if results is None:
+                # One by one, so that only a photo that fails on its own is reported.
+                for job in batch:
+                    attempt(job, lambda job=job: write_results(
+                        job, [colorizer.colorize(job.rgb, class_spec, resize_mode=resize_mode)]))
+            else:
+                for job, result in zip(batch, results):
+                    attempt(job, lambda job=job, result=result: write_results(job, [result]))
         for job in batch:
             job.rgb = None
     progress.close()
     if not quiet:
         _echo_err(f"colorized {len(pending) - failures} of {len(jobs)} photo(s) into {output}")
-    if failures or blocked:
+    if failures or problems:
         sys.exit(EXIT_INPUT_ERRORS)
-
-
-def _run_transition(colorizer, job, direction, shift, steps, class_spec, resize_mode, batch_size, overwrite,
-                    save_animation, write) -> bool:
-    try:
-        frames = colorizer.transition(job.rgb, direction, shift=shift, steps=steps, class_id=class_spec,
-                                      resize_mode=resize_mode, batch_size=batch_size)
-    except ValueError as exc:
-        _echo_err(f"error: {job.source}: {exc}")
-        return False
-    frame_dir = job.target.with_name(f"{job.target.stem}_dir{direction}")
-    ok = all([write(job, frame.image, frame_dir / f"frame_{i:03d}.png") for i, frame in enumerate(frames)])
-    gif = job.target.with_name(f"{job.target.stem}_dir{direction}.gif")
-    try:
-        save_animation([frame.image for frame in frames], gif, overwrite=overwrite)
-    except (OSError, FileExistsError) as exc:
-        _echo_err(f"error: {exc}")
-        ok = False
-    return ok
 
 
 @main.command("classes")
@@ -256,7 +422,8 @@ def convert(authors_dir: str, output: str) -> None:
 
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=7860, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True,
+              help="TCP port (0: any free one).")
 @click.option("--weights", type=click.Path(file_okay=False), help="Weights folder (default: $GCPCOLOR_HOME or ~/.cache/gcpcolor).")
 @click.option("--demo", is_flag=True, help="Use a tiny untrained model.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

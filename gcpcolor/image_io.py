@@ -10,26 +10,38 @@ atomically: a reader never sees a half-written file, and a failed save leaves no
 from __future__ import annotations
 
 import contextlib
+import errno
+import fnmatch
+import functools
 import glob
 import io
 import logging
 import os
-import secrets
 import stat
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
+from .weights import temporary_path
+
 logger = logging.getLogger(__name__)
 
 #: Lower-case file suffixes that `find_images` collects from folders and glob patterns.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
+    {".bmp", ".gif", ".heic", ".heif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
+)
+
+#: What to install for HEIC/HEIF photos (phones' default format), which Pillow cannot read alone.
+HEIF_EXTRA_HINT = 'HEIC/HEIF photos need the optional extra: pip install "gcpcolor[heif]"'
+
+# Brands in the "ftyp" box at the start of a HEIF file; a renamed .jpg from a phone is still one.
+_HEIF_BRANDS = frozenset(
+    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
 )
 
 #: Lower-case suffixes `save_image` can write, and the PIL format each one selects.
@@ -68,9 +80,20 @@ class ImageOutputError(Exception):
     """An output image cannot be written; the message is one line naming the file."""
 
 
-def _one_line(error: BaseException) -> str:
+def one_line_message(error: BaseException) -> str:
+    """The error's message on one line, or its type name when it has none (e.g. MemoryError)."""
     text = " ".join(str(error).split())
     return text or type(error).__name__
+
+
+# How torch words an allocation failure in its RuntimeErrors (GPU, then CPU allocators).
+_OUT_OF_MEMORY_PHRASES = ("out of memory", "not enough memory", "can't allocate memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` reports an allocation failure: Python's MemoryError or torch's."""
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or any(phrase in text for phrase in _OUT_OF_MEMORY_PHRASES)
 
 
 @contextlib.contextmanager
@@ -114,8 +137,33 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         return _to_float_rgb(image, path)
 
 
+@functools.cache
+def _heif_plugin_registered() -> bool:
+    """Teach Pillow HEIC/HEIF through pillow-heif, the optional `heif` extra, when installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    try:
+        pillow_heif.register_heif_opener()
+    except Exception as error:  # a broken plugin must not cost the user their other photos
+        logger.warning("pillow-heif is installed but failed to register: %s", one_line_message(error))
+        return False
+    return True
+
+
+def _is_heif(path: Path) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            header = stream.read(12)
+    except OSError:
+        return False
+    return header[4:8] == b"ftyp" and header[8:12] in _HEIF_BRANDS
+
+
 def _open_and_decode(path: Path, max_pixels: int) -> Image.Image:
     too_large = f"{path}: image is larger than the limit of {max_pixels} pixels"
+    heif_readable = _heif_plugin_registered()
     try:
         image = Image.open(path)
     except Image.DecompressionBombError as error:
@@ -123,9 +171,11 @@ def _open_and_decode(path: Path, max_pixels: int) -> Image.Image:
     except PermissionError as error:
         raise ImageInputError(f"{path}: cannot read: permission denied") from error
     except Image.UnidentifiedImageError as error:
+        if not heif_readable and _is_heif(path):
+            raise ImageInputError(f"{path}: {HEIF_EXTRA_HINT}") from error
         raise ImageInputError(f"{path}: not an image file, or an unsupported format") from error
     except Exception as error:  # PIL plugins raise many types for malformed headers
-        raise ImageInputError(f"{path}: cannot read image: {_one_line(error)}") from error
+        raise ImageInputError(f"{path}: cannot read image: {one_line_message(error)}") from error
 
     try:
         width, height = image.size
@@ -146,7 +196,7 @@ def _open_and_decode(path: Path, max_pixels: int) -> Image.Image:
             ) from error
         except Exception as error:
             raise ImageInputError(
-                f"{path}: corrupt or truncated image: {_one_line(error)}"
+                f"{path}: corrupt or truncated image: {one_line_message(error)}"
             ) from error
     except BaseException:
         image.close()
@@ -159,7 +209,7 @@ def _apply_exif_orientation(image: Image.Image, path: Path) -> None:
         ImageOps.exif_transpose(image, in_place=True)
     except Exception as error:
         # A damaged EXIF block should not cost the user the photo itself.
-        logger.warning("%s: ignoring unreadable EXIF orientation: %s", path, _one_line(error))
+        logger.warning("%s: ignoring unreadable EXIF orientation: %s", path, one_line_message(error))
 
 
 def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
@@ -204,8 +254,11 @@ def _high_depth_gray(image: Image.Image) -> np.ndarray:
     if mode == "1":
         return np.asarray(image, dtype=np.float32)
     if mode == "F":
-        # Floating-point scans follow the usual convention of values in [0, 1].
-        return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+        # Floating-point scans follow the usual convention of values in [0, 1]. A NaN sample
+        # (a gap in the scan) becomes black and infinities the nearest end of the range: left
+        # in, one NaN spreads through the network and turns the whole result black.
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        return np.clip(values, 0.0, 1.0)
     if mode.startswith("I;16"):
         bits = 16
     else:
@@ -241,7 +294,7 @@ def _cmyk_to_rgb(image: Image.Image, path: Path) -> Image.Image:
             logger.warning(
                 "%s: embedded ICC profile unusable (%s); converting CMYK without it",
                 path,
-                _one_line(error),
+                one_line_message(error),
             )
     return image.convert("RGB")
 
@@ -257,6 +310,21 @@ def _to_pil(rgb: Any) -> Image.Image:
     pixels = np.nan_to_num(pixels, nan=0.0)
     as_bytes = np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
     return Image.fromarray(as_bytes, mode="RGB")
+
+
+def broken_result_reason(photo: Any, result: Any) -> str | None:
+    """Why `result` (float RGB in [0, 1]) cannot be a colorization of `photo`; None if it can.
+
+    A model that produced NaN or infinity, or an all-black image for a photo that is not black,
+    has failed although it raised nothing: saving that as a success would hide the failure.
+    """
+    result = np.asarray(result, dtype=np.float32)
+    if not np.isfinite(result).all():
+        return "colorization failed: the model produced invalid (NaN or infinite) pixel values"
+    darkest_visible = 0.5 / 255  # the smallest value that is not 0 in an 8-bit file
+    if result.max(initial=0.0) < darkest_visible <= np.asarray(photo, dtype=np.float32).max(initial=0.0):
+        return "colorization failed: the result is all black although the photo is not"
+    return None
 
 
 def _encodable(image: Image.Image, image_format: str) -> Image.Image:
@@ -284,11 +352,12 @@ def _save_options(image_format: str, jpeg_quality: int) -> dict[str, Any]:
     return {}
 
 
-def _create_temporary_file(folder: Path, name: str) -> tuple[Path, int]:
+def _create_temporary_file(path: Path) -> tuple[Path, int]:
     # os.open with O_EXCL (instead of tempfile.mkstemp) so the file gets the usual permissions
-    # from the umask rather than mkstemp's private 0600.
+    # from the umask rather than mkstemp's private 0600; the name carries our pid so that
+    # `remove_stale_temporaries` can clean up after a killed run.
     while True:
-        temporary = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+        temporary = temporary_path(path, unique=True)
         try:
             return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -298,7 +367,7 @@ def _create_temporary_file(folder: Path, name: str) -> tuple[Path, int]:
 def _describe_os_error(error: OSError) -> str:
     if isinstance(error, PermissionError):
         return "permission denied"
-    return (error.strerror or _one_line(error)).lower()
+    return (error.strerror or one_line_message(error)).lower()
 
 
 def save_image(
@@ -338,7 +407,7 @@ def save_image(
             f"{path}: cannot create folder {folder}: {_describe_os_error(error)}"
         ) from error
     try:
-        temporary, descriptor = _create_temporary_file(folder, path.name)
+        temporary, descriptor = _create_temporary_file(path)
     except OSError as error:
         raise ImageOutputError(
             f"{path}: cannot write to folder {folder}: {_describe_os_error(error)}"
@@ -355,7 +424,7 @@ def save_image(
         if isinstance(error, ImageOutputError):
             raise
         if isinstance(error, Exception):
-            raise ImageOutputError(f"{path}: cannot write image: {_one_line(error)}") from error
+            raise ImageOutputError(f"{path}: cannot write image: {one_line_message(error)}") from error
         raise
 
 
@@ -382,16 +451,81 @@ def _is_hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def _images_in_folder(folder: Path, recursive: bool) -> list[tuple[Path, Path]]:
-    found = []
-    for root, folders, files in os.walk(folder):
-        # Prune hidden folders (.git, .thumbnails, ...) in place so os.walk skips them.
-        folders[:] = [name for name in folders if not name.startswith(".")] if recursive else []
-        for name in files:
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+#: Called with a path the folder walk skipped and why, e.g. (album/loop, "symbolic link loop").
+SkipReporter = Callable[[Path, str], None]
+
+
+def _log_skipped(path: Path, reason: str) -> None:
+    logger.warning("skipped %s: %s", path, reason)
+
+
+def _unreachable_reason(path: Path, error: OSError) -> str:
+    """Why stat() failed on an entry that a folder listing showed."""
+    if error.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if path.is_symlink() and isinstance(error, FileNotFoundError):
+        return "broken symbolic link"
+    return f"cannot read: {_describe_os_error(error)}"
+
+
+def _contains(folder: str, path: str) -> bool:
+    """Whether real path `path` is `folder` or lies inside it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _files_in_folder(folder: Path, recursive: bool, on_skip: SkipReporter) -> Iterator[Path]:
+    """Every visible regular file below `folder`, following symbolic links to folders.
+
+    Hidden names (.git, .thumbnails, ...) are skipped. A link to a folder that contains the one
+    being listed (a loop: by the route walked, or on disk, like a link to '..' that would also
+    pull in the output folder next to the input), a broken link and a folder we cannot read are
+    reported through `on_skip` and skipped, so that one odd entry cannot stop the walk; a folder
+    reached again by another route is walked once. The walk uses its own stack: no recursion
+    limit for deep trees.
+    """
+    root_info = folder.stat()
+    seen_folders = {(root_info.st_dev, root_info.st_ino)}
+    # Each entry: a folder to list and the identities of the folders that contain it (itself too).
+    stack: list[tuple[Path, frozenset[tuple[int, int]]]] = [(folder, frozenset(seen_folders))]
+    while stack:
+        current, ancestors = stack.pop()
+        current_real = os.path.realpath(current)
+        try:
+            with os.scandir(current) as iterator:
+                # Real folders before links, so that a folder reached both ways is mirrored
+                # under its own name rather than the link's.
+                entries = sorted(iterator, key=lambda entry: (entry.is_symlink(), entry.name))
+        except OSError as error:
+            on_skip(current, f"cannot read folder: {_describe_os_error(error)}")
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            file = Path(root) / name
-            found.append((file, file.relative_to(folder)))
+            path = Path(entry.path)
+            try:
+                info = path.stat()  # follows links: a link to a photo or folder counts as one
+            except OSError as error:
+                on_skip(path, _unreachable_reason(path, error))
+                continue
+            if stat.S_ISREG(info.st_mode):
+                yield path
+            elif stat.S_ISDIR(info.st_mode) and recursive:
+                identity = (info.st_dev, info.st_ino)
+                if identity in ancestors or _contains(os.path.realpath(path), current_real):
+                    on_skip(path, "symbolic link loop (links to a folder that contains it)")
+                elif identity not in seen_folders:
+                    seen_folders.add(identity)
+                    subfolders.append((path, ancestors | {identity}))
+        stack.extend(reversed(subfolders))
+
+
+def _images_in_folder(folder: Path, recursive: bool, on_skip: SkipReporter) -> list[tuple[Path, Path]]:
+    found = [
+        (file, file.relative_to(folder))
+        for file in _files_in_folder(folder, recursive, on_skip)
+        if file.suffix.lower() in IMAGE_EXTENSIONS
+    ]
     return sorted(found, key=lambda item: item[1].parts)
 
 
@@ -406,14 +540,37 @@ def _glob_base(pattern: str) -> Path:
     return Path(*base_parts) if base_parts else Path(".")
 
 
-def _images_matching(pattern: str) -> tuple[list[tuple[Path, Path]], int]:
+def _parts_match(pattern: Sequence[str], parts: Sequence[str]) -> bool:
+    """glob's rules for one path split into parts: '**' spans any number of folders."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_parts_match(pattern[1:], parts[start:]) for start in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatch(parts[0], pattern[0]) and _parts_match(pattern[1:], parts[1:])
+
+
+def _glob_files(pattern: str, base: Path, on_skip: SkipReporter) -> list[Path]:
+    if "**" not in Path(pattern).parts:
+        # Without '**' glob lists a fixed number of folders, so a link loop cannot trap it.
+        return [Path(match) for match in glob.glob(pattern) if Path(match).is_file()]
+    # glob's own '**' follows links without noticing loops: with two looping links the number
+    # of paths it tries doubles per level. Walk the base folder safely instead and match the
+    # rest of the pattern ourselves.
+    if not base.is_dir():
+        return []
+    wanted = Path(pattern).parts[len(base.parts):]
+    return [
+        file
+        for file in _files_in_folder(base, True, on_skip)
+        if _parts_match(wanted, file.relative_to(base).parts)
+    ]
+
+
+def _images_matching(pattern: str, on_skip: SkipReporter) -> tuple[list[tuple[Path, Path]], int]:
     base = _glob_base(pattern)
     found = []
     others = 0
-    for match in glob.glob(pattern, recursive=True):
-        file = Path(match)
-        if not file.is_file():
-            continue
+    for file in _glob_files(pattern, base, on_skip):
         relative = file.relative_to(base)
         if _is_hidden(relative) or file.suffix.lower() not in IMAGE_EXTENSIONS:
             others += 1
@@ -422,14 +579,28 @@ def _images_matching(pattern: str) -> tuple[list[tuple[Path, Path]], int]:
     return sorted(found, key=lambda item: item[1].parts), others
 
 
-def find_images(inputs: Sequence[str | Path], recursive: bool = True) -> list[tuple[Path, Path]]:
+def _missing_input_reason(path: Path) -> str:
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as error:
+            return _unreachable_reason(path, error)
+    return "no such file, folder or pattern"
+
+
+def find_images(
+    inputs: Sequence[str | Path], recursive: bool = True, on_skip: SkipReporter | None = None
+) -> list[tuple[Path, Path]]:
     """Expand files, folders and glob patterns into (path, relative path) pairs.
 
     The relative path mirrors the input's structure into an output folder: for a folder it is
     the path inside that folder, for a glob pattern the path below the pattern's fixed leading
     folders, for a single file just its name. A file given by name is returned whatever its
     suffix, so that `load_image` can say what is wrong with it. Each file appears once.
+    Entries of folders that cannot be used (link loops, broken links, unreadable folders) are
+    passed to `on_skip` with the reason (default: logged as warnings) and skipped.
     """
+    on_skip = on_skip or _log_skipped
     results: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
     destinations: dict[Path, Path] = {}
@@ -438,16 +609,16 @@ def find_images(inputs: Sequence[str | Path], recursive: bool = True) -> list[tu
         if path.is_file():
             candidates = [(path, Path(path.name))]
         elif path.is_dir():
-            candidates = _images_in_folder(path, recursive)
+            candidates = _images_in_folder(path, recursive, on_skip)
             if not candidates:
                 raise ImageInputError(f"{path}: folder contains no image files")
         elif glob.has_magic(str(item)):
-            candidates, others = _images_matching(str(item))
+            candidates, others = _images_matching(str(item), on_skip)
             if not candidates:
                 detail = f" ({others} non-image or hidden files skipped)" if others else ""
                 raise ImageInputError(f"{item}: pattern matches no image files{detail}")
         else:
-            raise ImageInputError(f"{item}: no such file, folder or pattern")
+            raise ImageInputError(f"{item}: {_missing_input_reason(path)}")
 
         for file, relative in candidates:
             identity = file.resolve()

@@ -20,11 +20,22 @@ import numpy as np
 from PIL import Image
 
 from .classes import ClassNotFoundError
-from .image_io import ImageInputError, load_image
+from .image_io import ImageInputError, broken_result_reason, is_out_of_memory, load_image, one_line_message
 
 logger = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 64 * 2**20
+#: The largest seed torch.Generator.manual_seed takes (an unsigned 64-bit integer).
+MAX_SEED = 2**64 - 1
+#: The largest latent noise for diverse results. The prior's latents are N(0, I): far beyond
+#: that the results are noise, and sigma = 1000 crashed the whole process (demo model) with a
+#: segmentation fault inside torchvision's deform_conv2d: no exception that could be caught.
+MAX_SIGMA = 10.0
+#: How long the page waits for an answer before saying so: long enough for a big photo on a slow
+#: CPU, short enough that a lost answer is noticed.
+PAGE_TIMEOUT_SECONDS = 300
+#: How long a request thread waits for a client that announced more bytes than it sends.
+SOCKET_TIMEOUT_SECONDS = 60
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>gcpcolor</title>
@@ -47,31 +58,59 @@ PAGE = """<!doctype html>
 <script>
 const $ = id => document.getElementById(id);
 $("file").onchange = () => { if ($("file").files[0]) $("before").src = URL.createObjectURL($("file").files[0]); };
+async function errorMessage(response) {
+  try { return (await response.json()).error; }
+  catch { return "The server answered " + response.status + " " + response.statusText + "."; }
+}
 $("go").onclick = async () => {
   const file = $("file").files[0];
   if (!file) { $("status").textContent = "Choose a photo first."; return; }
   $("status").textContent = "Colorizing…";
+  $("go").disabled = true;
   const query = new URLSearchParams({class: $("cls").value, seed: $("seed").value, sigma: $("sigma").value});
-  const response = await fetch("/colorize?" + query, {method: "POST", body: file});
-  if (!response.ok) { $("status").textContent = (await response.json()).error; return; }
-  const url = URL.createObjectURL(await response.blob());
-  $("after").src = url; $("download").href = url; $("download").hidden = false;
-  $("caption").textContent = "result (class: " + response.headers.get("X-Class-Name") + ")";
-  $("status").textContent = "";
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), __TIMEOUT_SECONDS__ * 1000);
+  try {
+    const response = await fetch("/colorize?" + query, {method: "POST", body: file, signal: controller.signal});
+    if (!response.ok) { $("status").textContent = await errorMessage(response); return; }
+    const url = URL.createObjectURL(await response.blob());
+    $("after").src = url; $("download").href = url; $("download").hidden = false;
+    $("caption").textContent = "result (class: " + response.headers.get("X-Class-Name") + ")";
+    $("status").textContent = "";
+  } catch (error) {
+    $("status").textContent = error.name === "AbortError"
+      ? "No answer from the server after __TIMEOUT_SECONDS__ s; try a smaller photo."
+      : "No answer from the server (" + error.message + "); is gcpcolor serve still running?";
+  } finally {
+    clearTimeout(timer);
+    $("go").disabled = false;
+  }
 };
 </script></body></html>
 """
 
 
+class RequestError(Exception):
+    """A request we answer with `status` and the message, which the page shows."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler]:
     demo_note = " <b>DEMO MODE: untrained weights, colours are meaningless.</b>" if colorizer.is_demo else ""
-    page = PAGE.replace("__DEMO__", demo_note).encode()
+    page = PAGE.replace("__DEMO__", demo_note).replace("__TIMEOUT_SECONDS__", str(PAGE_TIMEOUT_SECONDS)).encode()
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = SOCKET_TIMEOUT_SECONDS
+        answered = False
+
         def log_message(self, format: str, *args) -> None:  # route to logging, not stderr spam
             logger.info("%s " + format, self.address_string(), *args)
 
         def _send(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict | None = None) -> None:
+            self.answered = True
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -90,19 +129,65 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
                 self._error(HTTPStatus.NOT_FOUND, "not found")
 
         def do_POST(self) -> None:
+            # Every request gets an answer: a dropped connection leaves the page waiting.
+            try:
+                self._colorize_request()
+                return
+            except RequestError as exc:
+                status, message = exc.status, str(exc)
+            except Exception as exc:  # MemoryError included: the server stays up for the next photo
+                logger.exception("colorizing a request failed")
+                if is_out_of_memory(exc):
+                    status = HTTPStatus.SERVICE_UNAVAILABLE
+                    message = "the server ran out of memory colorizing this photo; try a smaller one"
+                else:
+                    status = HTTPStatus.INTERNAL_SERVER_ERROR
+                    message = f"colorization failed: {type(exc).__name__}: {one_line_message(exc)}"
+            if self.answered:
+                return  # the connection failed while the answer was already on its way
+            try:
+                self._error(status, message)
+            except OSError:
+                logger.info("%s left before the answer: %s", self.address_string(), message)
+
+        def _read_upload(self) -> bytes:
+            declared = self.headers.get("Content-Length")
+            if declared is None:
+                raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the photo as the request body with a Content-Length")
+            digits = declared.strip()
+            if not (digits.isascii() and digits.isdigit()):
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"Content-Length must be a whole number, got {declared!r}")
+            significant = digits.lstrip("0") or "0"
+            # Compared by length first: int() refuses numbers of thousands of digits.
+            if len(significant) > len(str(MAX_UPLOAD_BYTES)) or int(significant) > MAX_UPLOAD_BYTES:
+                raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                   f"the photo is larger than the limit of {MAX_UPLOAD_BYTES} bytes")
+            length = int(significant)
+            if length == 0:
+                raise RequestError(HTTPStatus.BAD_REQUEST, "the request has no photo in it")
+            try:
+                body = self.rfile.read(length)
+            except TimeoutError:
+                raise RequestError(HTTPStatus.REQUEST_TIMEOUT, "the photo did not arrive in time") from None
+            if len(body) < length:
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"the photo was cut off after {len(body)} of {length} bytes")
+            return body
+
+        def _colorize_request(self) -> None:
             url = urlparse(self.path)
             if url.path != "/colorize":
-                return self._error(HTTPStatus.NOT_FOUND, "not found")
-            length = int(self.headers.get("Content-Length") or 0)
-            if length <= 0 or length > MAX_UPLOAD_BYTES:
-                return self._error(HTTPStatus.BAD_REQUEST, f"send one photo of 1 byte to {MAX_UPLOAD_BYTES} bytes")
-            body = self.rfile.read(length)
+                raise RequestError(HTTPStatus.NOT_FOUND, "not found")
+            body = self._read_upload()
             query = {key: values[0] for key, values in parse_qs(url.query).items()}
             try:
                 seed = int(query.get("seed") or 0)
                 sigma = float(query.get("sigma") or 0.0)
             except ValueError:
-                return self._error(HTTPStatus.BAD_REQUEST, "seed must be an integer and sigma a number")
+                raise RequestError(HTTPStatus.BAD_REQUEST, "seed must be an integer and sigma a number") from None
+            if not 0 <= seed <= MAX_SEED:
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"seed must be 0..{MAX_SEED}")
+            if not 0 <= sigma <= MAX_SIGMA:  # also refuses nan, which fails every comparison
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"sigma must be a number from 0 to {MAX_SIGMA:g}")
             class_spec = query.get("class") or None
             try:
                 # load_image reads files: it is the one place that knows every odd photo format.
@@ -110,16 +195,20 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
                     path = Path(folder) / "upload"
                     path.write_bytes(body)
                     rgb = load_image(path)
+            except ImageInputError as exc:
+                raise RequestError(HTTPStatus.BAD_REQUEST, str(exc).replace(str(path), "upload")) from None
+            try:
                 with lock:  # one forward at a time: the model is shared by all request threads
                     if sigma > 0:
                         result = colorizer.diverse(rgb, samples=1, sigma=sigma, seed=seed,
                                                    class_ids=[class_spec] if class_spec else None)[0]
                     else:
                         result = colorizer.colorize(rgb, class_id=class_spec)
-            except ImageInputError as exc:
-                return self._error(HTTPStatus.BAD_REQUEST, str(exc).replace(str(path), "upload"))
             except ClassNotFoundError as exc:
-                return self._error(HTTPStatus.BAD_REQUEST, str(exc))
+                raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
+            problem = broken_result_reason(rgb, result.image)
+            if problem is not None:
+                raise RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, problem)
             buffer = io.BytesIO()
             Image.fromarray(np.round(result.image * 255).astype(np.uint8)).save(buffer, format="PNG")
             self._send(HTTPStatus.OK, buffer.getvalue(), "image/png",

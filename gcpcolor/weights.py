@@ -8,6 +8,9 @@ looked, and where the authors publish it.
 from __future__ import annotations
 
 import os
+import re
+import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,12 +74,73 @@ def find_pretrained_dir(weights_dir: str | os.PathLike | None = None) -> Path | 
     return None
 
 
+#: Our temporaries: `.<name>.tmp-<pid>`, or `.<name>.tmp-<pid>-<8 hex digits>` where one process
+#: may write the same file from several threads. The pid says whether the writer may still be alive.
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>[0-9]+)(?:-[0-9a-f]{8})?")
+
+
+def temporary_path(path: str | os.PathLike, unique: bool = False) -> Path:
+    """The hidden temporary beside `path` that this process writes before renaming it to `path`.
+
+    With `unique`, a random part tells apart temporaries of one file written by several threads.
+    """
+    path = Path(path)
+    random_part = f"-{secrets.token_hex(4)}" if unique else ""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}{random_part}")
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """Call `write(temporary)` next to `path`, then rename: readers never see half a file."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = temporary_path(path)
     try:
         write(temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _may_still_be_written(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # see remove_stale_temporaries: nothing of ours is being written yet
+    if not 0 < pid < 2**31:
+        return True  # no process can have this pid: not a name we wrote, so leave the file alone
+    try:
+        os.kill(pid, 0)  # signal 0 only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists but belongs to another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of `temporary_path` in `folder` left by processes that are gone.
+
+    A killed run cannot clean up after itself. Only regular files named by our pattern whose pid
+    is not running are removed; every other file is left alone. Call this before the current
+    process writes into `folder`: a temporary with our own pid is then a leftover of an earlier
+    process that had the same pid (common in containers). Returns the removed paths.
+    """
+    if os.name == "nt":
+        return []  # os.kill on Windows terminates the process instead of probing it
+    removed = []
+    try:
+        with os.scandir(folder) as iterator:
+            entries = list(iterator)
+    except OSError:
+        return []  # writing into it will report the problem where it matters
+    for entry in entries:
+        match = _TEMPORARY_NAME.fullmatch(entry.name)
+        if match is None:
+            continue
+        if _may_still_be_written(int(match["pid"])):
+            continue
+        try:
+            if not stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue  # its owner renamed it meanwhile, or it is not ours to force
+        removed.append(Path(entry.path))
+    return removed

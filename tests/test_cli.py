@@ -181,3 +181,188 @@ def test_console_script_on_bundled_sample(tmp_path):
     assert completed.returncode == 0, completed.stderr
     with Image.open(tmp_path / "sample_bw_color.png") as out, Image.open(sample) as original:
         assert out.size == original.size
+
+
+# ----------------------------------------------------------------------------- hostile inputs
+
+
+def _one_line_error(result) -> str:
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if "Error" in line or line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_an_input_photo_is_never_overwritten(tmp_path, tiny_weights, overwrite):
+    album = tmp_path / "album"
+    photo = _photo(album / "p.png")
+    original = photo.read_bytes()
+    for args in (
+        [str(album), "-o", str(album), "--suffix", ""],  # the output folder is the input folder
+        [str(photo), "-o", str(photo)],  # the output file is the input
+    ):
+        result = run("colorize", *args, "--weights", str(tiny_weights), *overwrite)
+        assert result.exit_code == 1, result.output
+        line = _one_line_error(result)
+        assert "input" in line and "--overwrite" not in line
+        assert photo.read_bytes() == original
+
+
+@pytest.mark.parametrize("link", [os.link, os.symlink], ids=["hard-link", "symlink"])
+def test_an_output_that_is_a_link_to_the_input_is_refused(tmp_path, tiny_weights, link):
+    photo = _photo(tmp_path / "p.png")
+    original = photo.read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    link(photo, out / "p_color.png")
+    result = run("colorize", str(photo), "-o", str(out), "--weights", str(tiny_weights), "--overwrite")
+    assert result.exit_code == 1
+    line = _one_line_error(result)
+    assert "input" in line and "--overwrite" not in line
+    assert photo.read_bytes() == original and (out / "p_color.png").read_bytes() == original
+
+
+def test_link_loops_and_broken_links_in_a_folder_are_skipped(tmp_path, tiny_weights):
+    album = tmp_path / "album"
+    for name in ["a.png", "sub/b.png"]:
+        _photo(album / name)
+    (album / "sub" / "loop").symlink_to("..")
+    (album / "sub" / "loop2").symlink_to(".")
+    (album / "self.jpg").symlink_to("self.jpg")
+    (album / "gone.png").symlink_to("deleted.png")
+    result = run("colorize", str(album), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    skipped = sorted(line.split(":")[0] for line in result.output.splitlines() if line.startswith("skipped"))
+    assert skipped == [f"skipped {album / name}" for name in ["gone.png", "self.jpg", "sub/loop", "sub/loop2"]]
+    assert (tmp_path / "out" / "a_color.png").is_file() and (tmp_path / "out" / "sub" / "b_color.png").is_file()
+
+
+def _failing_for_wide_photos(monkeypatch, error: BaseException) -> None:
+    """The model raises `error` for any batch holding a photo 33 pixels wide."""
+    real = Colorizer.colorize_batch
+
+    def colorize_batch(self, images, *args, **kwargs):
+        if any(np.asarray(image).shape[1] == 33 for image in images):
+            raise error
+        return real(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Colorizer, "colorize_batch", colorize_batch)
+
+
+@pytest.mark.parametrize("error, expected, mode", [
+    (MemoryError(), "out of memory", []),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"), "out of memory", []),
+    (ZeroDivisionError("float division by zero"), "ZeroDivisionError: float division by zero", []),
+    (MemoryError(), "out of memory", ["--samples", "2"]),
+], ids=["MemoryError", "torch-oom", "unexpected", "MemoryError-samples"])
+def test_a_failing_photo_is_reported_and_the_batch_goes_on(tmp_path, tiny_weights, monkeypatch, error, expected, mode):
+    album = tmp_path / "album"
+    for name in ["a.png", "b.png", "c.png"]:
+        _photo(album / name)
+    _photo(album / "wide.png", size=(33, 20))
+    _failing_for_wide_photos(monkeypatch, error)
+    out = tmp_path / "out"
+    result = run("colorize", str(album), "-o", str(out), "--weights", str(tiny_weights), *mode)
+    assert result.exit_code == 1
+    line = _one_line_error(result)
+    assert line.startswith(f"error: {album / 'wide.png'}: ") and expected in line
+    written = sorted(path.name for path in out.iterdir())
+    suffixes = ["_color_s0.png", "_color_s1.png"] if mode else ["_color.png"]
+    assert written == sorted(f"{stem}{suffix}" for stem in "abc" for suffix in suffixes)
+
+
+def test_nan_pixels_give_a_real_result(tmp_path, tiny_weights):
+    values = np.random.default_rng(0).random((20, 30)).astype(np.float32)
+    values[::3, ::4] = np.nan
+    Image.fromarray(values).save(tmp_path / "gaps.tif")
+    result = run("colorize", str(tmp_path / "gaps.tif"), "-o", str(tmp_path / "out.png"), "--weights",
+                 str(tiny_weights))
+    assert result.exit_code == 0, result.output
+    assert np.asarray(Image.open(tmp_path / "out.png")).max() > 0
+
+
+def test_an_all_black_result_is_a_failure(tmp_path, tiny_weights, monkeypatch):
+    real = Colorizer.colorize_batch
+
+    def black(self, images, *args, **kwargs):
+        results = real(self, images, *args, **kwargs)
+        for result in results:
+            result.image = np.zeros_like(result.image)
+        return results
+
+    monkeypatch.setattr(Colorizer, "colorize_batch", black)
+    photo = _photo(tmp_path / "p.png")
+    result = run("colorize", str(photo), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights))
+    assert result.exit_code == 1
+    assert "all black" in _one_line_error(result)
+    assert not (tmp_path / "out" / "p_color.png").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["--sigma", "inf"], ["--sigma", "nan"], ["--sigma", "-1"], ["--sigma", "1000"], ["--shift", "nan"],
+    ["--shift", "-inf"], ["--shift", "1e6"],
+    ["--seed", str(2**64)], ["--seed", "-1"], ["--samples", "0"], ["--samples", "-3"], ["--steps", "1"],
+    ["--steps", "0"], ["--batch-size", "0"], ["--direction", "-1"], ["--suffix", "../escaped"],
+])
+def test_out_of_range_options_are_one_line_errors(tmp_path, args):
+    photo = _photo(tmp_path / "p.png")
+    result = CliRunner().invoke(main, ["colorize", str(photo), "-o", str(tmp_path / "out"), "--demo", *args])
+    assert result.exit_code == 2, result.output
+    assert args[0] in _one_line_error(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_direction_beyond_the_models_directions_is_a_one_line_error(tmp_path, demo_colorizer):
+    photo = _photo(tmp_path / "p.png")
+    result = CliRunner().invoke(main, ["colorize", str(photo), "-o", str(tmp_path / "out"), "--demo",
+                                       "--direction", "999"])
+    assert result.exit_code == 2
+    count = demo_colorizer.model.deformator.dim
+    assert f"--direction must be 0..{count - 1}" in _one_line_error(result)
+
+
+def test_serve_port_out_of_range_is_a_one_line_error():
+    result = CliRunner().invoke(main, ["serve", "--demo", "--port", "99999"])
+    assert result.exit_code == 2 and "--port" in _one_line_error(result)
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed_on_start(tmp_path, tiny_weights):
+    photo = _photo(tmp_path / "p.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait(timeout=120)
+    stale = [out / f".p_color.png.tmp-{finished.pid}-0123abcd", out / f".model.safetensors.tmp-{finished.pid}"]
+    # The CLI runs in this process, so a writer still at work is the parent process.
+    kept = [out / f".q_color.png.tmp-{os.getppid()}-0123abcd", out / "notes.tmp-1", out / ".p_color.png.0123abcd.tmp"]
+    for path in stale + kept:
+        path.write_bytes(b"")
+    result = run("colorize", str(photo), "-o", str(out), "--weights", str(tiny_weights))
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in out.iterdir()) == sorted(["p_color.png"] + [path.name for path in kept])
+
+
+def test_samples_and_direction_ignore_the_plain_output_but_not_their_own(tmp_path, tiny_weights):
+    photo = _photo(tmp_path / "p.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "p_color.png").write_bytes(b"an earlier plain result")
+    weights = ["--weights", str(tiny_weights)]
+    assert run("colorize", str(photo), "-o", str(out), *weights, "--samples", "2").exit_code == 0
+    assert run("colorize", str(photo), "-o", str(out), *weights, "--direction", "1", "--steps", "2").exit_code == 0
+    assert (out / "p_color.png").read_bytes() == b"an earlier plain result"
+    assert (out / "p_color_s1.png").is_file() and (out / "p_color_dir1.gif").is_file()
+
+    result = run("colorize", str(photo), "-o", str(out), *weights, "--samples", "2")
+    assert result.exit_code == 1 and "p_color_s0.png exists" in result.output
+    assert run("colorize", str(photo), "-o", str(out), *weights, "--samples", "2", "--skip-existing").exit_code == 0
+
+
+def test_a_file_name_output_with_several_photos_is_a_one_line_error(tmp_path):
+    for name in ["a.png", "b.png"]:
+        _photo(tmp_path / "album" / name)
+    result = CliRunner().invoke(main, ["colorize", str(tmp_path / "album"), "-o", str(tmp_path / "out.jpg"), "--demo"])
+    assert result.exit_code == 2
+    assert "out.jpg" in _one_line_error(result)
+    assert not (tmp_path / "out.jpg").exists()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import struct
+import subprocess
+import sys
+import threading
+import tomllib
 import zlib
 from importlib import resources
 from pathlib import Path
@@ -13,15 +18,18 @@ import pytest
 from PIL import Image
 
 from gcpcolor.image_io import (
+    HEIF_EXTRA_HINT,
     IMAGE_EXTENSIONS,
     ImageInputError,
     ImageOutputError,
+    broken_result_reason,
     find_images,
     load_image,
     output_path,
     pil_to_rgb_array,
     save_image,
 )
+from gcpcolor.weights import remove_stale_temporaries
 
 EXIF_ORIENTATION = 0x0112
 
@@ -112,6 +120,23 @@ def test_32_bit_integer_and_float_tiffs_are_scaled_by_their_type(tmp_path: Path)
     Image.fromarray(np.array([[0.25, 1.5, -0.5]], dtype=np.float32)).save(float_path)
     assert Image.open(float_path).mode == "F"
     np.testing.assert_allclose(load_image(float_path)[0, :, 2], [0.25, 1.0, 0.0])
+
+
+def test_nan_and_infinite_float_pixels_are_cleaned(tmp_path: Path) -> None:
+    # Left in, one NaN spreads through the network and the whole result comes out black.
+    path = tmp_path / "gaps.tif"
+    Image.fromarray(np.array([[np.nan, np.inf, -np.inf, 0.5]], dtype=np.float32)).save(path)
+    loaded = load_image(path)
+    assert np.isfinite(loaded).all()
+    np.testing.assert_allclose(loaded[0, :, 0], [0.0, 1.0, 0.0, 0.5])
+
+
+def test_broken_results_are_recognised() -> None:
+    photo = np.full((4, 4, 3), 0.4, dtype=np.float32)
+    assert broken_result_reason(photo, np.full((4, 4, 3), 0.3)) is None
+    assert "all black" in broken_result_reason(photo, np.zeros((4, 4, 3)))
+    assert "NaN" in broken_result_reason(photo, np.where(np.eye(4)[:, :, None] > 0, np.nan, 0.3))
+    assert broken_result_reason(np.zeros((4, 4, 3)), np.zeros((4, 4, 3))) is None  # black in, black out
 
 
 def test_bilevel_image(tmp_path: Path) -> None:
@@ -307,6 +332,27 @@ def test_unreadable_inputs_raise_one_line_errors(tmp_path: Path, make, expected:
     assert message.startswith(str(path)) and expected in message
 
 
+@pytest.mark.skipif(importlib.util.find_spec("pillow_heif") is not None, reason="pillow-heif reads HEIC")
+def test_heic_without_the_extra_names_it(tmp_path: Path) -> None:
+    # The start of an iPhone photo: an ISO media "ftyp" box with the "heic" brand; saved as .jpg
+    # too, because renamed phone photos are common.
+    header = struct.pack(">I", 24) + b"ftypheic" + b"\0\0\0\0" + b"mif1heic" + bytes(64)
+    for name in ["IMG_0001.HEIC", "renamed.jpg"]:
+        path = tmp_path / name
+        path.write_bytes(header)
+        with pytest.raises(ImageInputError) as error:
+            load_image(path)
+        assert _single_line(error) == f"{path}: {HEIF_EXTRA_HINT}"
+    assert 'pip install "gcpcolor[heif]"' in HEIF_EXTRA_HINT
+    assert [relative.name for _, relative in find_images([tmp_path])] == ["IMG_0001.HEIC", "renamed.jpg"]
+
+
+def test_the_heif_extra_exists() -> None:
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    extra = pyproject["project"]["optional-dependencies"]["heif"]
+    assert any(requirement.startswith("pillow-heif") for requirement in extra)
+
+
 def test_truncated_jpeg_is_refused(tmp_path: Path) -> None:
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     whole = tmp_path / "whole.jpg"
@@ -436,6 +482,33 @@ def test_failed_encode_leaves_nothing_behind(
     assert existing.read_bytes() == original
 
 
+def test_killed_save_leaves_a_temporary_that_a_later_start_removes(tmp_path: Path) -> None:
+    # kill -9 in the middle of writing: os._exit skips every cleanup, as a real kill would.
+    script = (
+        "import os, sys, numpy as np\n"
+        "from PIL import Image\n"
+        "from gcpcolor.image_io import save_image\n"
+        "def killed(self, fp, *args, **kwargs):\n"
+        "    fp.write(b'half an image'); fp.flush(); os._exit(9)\n"
+        "Image.Image.save = killed\n"
+        "save_image(np.zeros((2, 2, 3)), sys.argv[1])\n"
+    )
+    killed = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.png")])
+    assert killed.wait(timeout=120) == 9
+    leftovers = _listing(tmp_path)
+    assert len(leftovers) == 1 and leftovers[0].startswith(f".out.png.tmp-{killed.pid}")
+
+    alive = tmp_path / f".other.png.tmp-{os.getppid()}"  # a writer that is still running
+    others = [alive, tmp_path / ".out.png.1234abcd.tmp", tmp_path / "holiday.tmp-1",
+              tmp_path / f".notes.txt.tmp-{killed.pid}x"]
+    for path in others:
+        path.write_bytes(b"")
+    folder_named_like_ours = tmp_path / f".album.tmp-{killed.pid}"
+    folder_named_like_ours.mkdir()
+    assert [path.name for path in remove_stale_temporaries(tmp_path)] == leftovers
+    assert sorted(_listing(tmp_path)) == sorted([path.name for path in others] + [folder_named_like_ours.name])
+
+
 def test_unknown_suffix_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImageOutputError) as error:
         save_image(np.zeros((2, 2, 3)), tmp_path / "out.xyz")
@@ -522,6 +595,72 @@ def test_duplicates_are_listed_once(photo_tree: Path) -> None:
     paths = [path.resolve() for path, _ in found]
     assert len(paths) == len(set(paths)) == 6
     assert found[0] == (photo_tree / "b.jpg", Path("b.jpg"))
+
+
+@pytest.fixture
+def hostile_tree(photo_tree: Path) -> Path:
+    """photo_tree plus three links looping back (the last one past the top, where an output
+    folder could be), a link to itself, a broken link and a link to a folder that is also
+    reached directly."""
+    (photo_tree / "1950" / "back_to_top").symlink_to("..")
+    (photo_tree / "1950" / "past_the_top").symlink_to("../..")
+    (photo_tree / "1950" / "itself").symlink_to(".")
+    (photo_tree / "self.jpg").symlink_to("self.jpg")
+    (photo_tree / "gone.png").symlink_to("deleted.png")
+    (photo_tree / "also_other").symlink_to("other")
+    return photo_tree
+
+
+def _walk_in_thread(inputs: list, on_skip, seconds: float = 120) -> list:
+    """find_images in a thread, so a walk that never ends fails the test instead of hanging it."""
+    found: list = []
+    thread = threading.Thread(target=lambda: found.extend(find_images(inputs, on_skip=on_skip)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the folder walk did not finish"
+    return found
+
+
+@pytest.mark.parametrize("as_pattern", [False, True], ids=["folder", "glob"])
+def test_link_loops_and_broken_links_are_reported_and_skipped(hostile_tree: Path, as_pattern: bool) -> None:
+    skipped: list[tuple[str, str]] = []
+    inputs = [str(hostile_tree / "**" / "*")] if as_pattern else [hostile_tree]
+    found = _walk_in_thread(inputs, lambda path, reason: skipped.append((path.name, reason)))
+    assert [str(relative) for _, relative in found] == [
+        "1950/deep/z.bmp", "1950/x.tif", "1950/y.webp", "a.PNG", "b.jpg", "other/w.png"
+    ]
+    assert sorted(skipped) == [
+        ("back_to_top", "symbolic link loop (links to a folder that contains it)"),
+        ("gone.png", "broken symbolic link"),
+        ("itself", "symbolic link loop (links to a folder that contains it)"),
+        ("past_the_top", "symbolic link loop (links to a folder that contains it)"),
+        ("self.jpg", "symbolic link loop"),
+    ]
+
+
+def test_a_link_loop_given_by_name_is_a_one_line_error(hostile_tree: Path) -> None:
+    with pytest.raises(ImageInputError) as error:
+        find_images([hostile_tree / "self.jpg"])
+    assert _single_line(error) == f"{hostile_tree / 'self.jpg'}: symbolic link loop"
+
+
+def test_unreadable_subfolder_is_reported_and_the_rest_found(
+    photo_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locked = photo_tree / "1950"
+    real_scandir = os.scandir
+
+    def scandir(path=".", *args):
+        # chmod cannot lock out root (as in CI containers), so the refusal is simulated.
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path, *args)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    skipped: list[tuple[Path, str]] = []
+    found = find_images([photo_tree], on_skip=lambda path, reason: skipped.append((path, reason)))
+    assert [str(relative) for _, relative in found] == ["a.PNG", "b.jpg", "other/w.png"]
+    assert skipped == [(locked, "cannot read folder: permission denied")]
 
 
 def test_inputs_that_match_nothing(photo_tree: Path, tmp_path: Path) -> None:
