@@ -214,7 +214,9 @@ def _failure_message(error: Exception, activity: str = "colorizing") -> str:
 @click.option("--weights", type=click.Path(file_okay=False), help="Weights folder (default: $GCPCOLOR_HOME or ~/.cache/gcpcolor).")
 @click.option("--demo", is_flag=True, help="Use a tiny untrained model (tries the pipeline; colours are meaningless).")
 @click.option("--class", "class_specs", multiple=True,
-              help="ImageNet class id, name or wnid (default: automatic). Repeat for one result per class.")
+              help="The prior's class (default: automatic). With the authors' ImageNet BigGAN: an ImageNet id, "
+                   "name or wnid (see `gcpcolor classes`); with the bundled default model: a pseudo-class "
+                   "index 0-15 (colour palettes). Repeat for one result per class.")
 @click.option("--classifier", help="torchvision/timm architecture for automatic classes, e.g. resnet50.")
 @click.option("--classifier-weights", type=click.Path(dir_okay=False), help="Local weights file of --classifier.")
 @click.option("--samples", type=click.IntRange(1, MAX_RESULTS_PER_PHOTO), default=1, show_default=True,
@@ -398,7 +400,9 @@ def colorize(
 @main.command("classes")
 @click.argument("query", required=False)
 def classes_command(query: str | None) -> None:
-    """List the 1000 ImageNet classes (optionally those matching QUERY)."""
+    """List the 1000 ImageNet classes of the authors' BigGAN prior (optionally those matching QUERY).
+
+    The bundled default model's prior has 16 pseudo-classes instead: give --class 0..15."""
     needle = (query or "").lower().replace("_", " ")
     for entry in IMAGENET_CLASSES:
         if needle in entry.name.lower() or needle == entry.wnid:
