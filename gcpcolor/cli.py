@@ -258,6 +258,8 @@ def colorize(
         class_ids = [resolve_class(spec) for spec in class_specs]
     except ClassNotFoundError as exc:
         raise CommandError(str(exc)) from None
+    except ValueError:  # int() refuses numbers of thousands of digits
+        raise CommandError("--class: not a class id, name or wnid (a number far too long)") from None
     class_spec = class_ids[0] if len(class_ids) == 1 else None
     problems = 0  # reported on their own line; any makes the exit code 1
 

@@ -303,7 +303,7 @@ def test_an_all_black_result_is_a_failure(tmp_path, tiny_weights, monkeypatch):
     ["--sigma", "inf"], ["--sigma", "nan"], ["--sigma", "-1"], ["--sigma", "1000"], ["--shift", "nan"],
     ["--shift", "-inf"], ["--shift", "1e6"],
     ["--seed", str(2**64)], ["--seed", "-1"], ["--samples", "0"], ["--samples", "-3"], ["--steps", "1"],
-    ["--steps", "0"], ["--batch-size", "0"], ["--direction", "-1"], ["--suffix", "../escaped"],
+    ["--steps", "0"], ["--batch-size", "0"], ["--direction", "-1"], ["--suffix", "../escaped"], ["--class", "9" * 5000],
 ])
 def test_out_of_range_options_are_one_line_errors(tmp_path, args):
     photo = _photo(tmp_path / "p.png")
