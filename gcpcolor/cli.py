@@ -74,6 +74,14 @@ def _file_name_suffix(ctx: click.Context, param: click.Parameter, value: str) ->
     return value
 
 
+def _host_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        value.encode("idna")  # how the socket library encodes it; its failure there is a TypeError
+    except UnicodeError:
+        raise click.BadParameter("not a valid host name or address", ctx, param) from None
+    return value
+
+
 @dataclass
 class _Job:
     source: Path
@@ -423,7 +431,7 @@ def convert(authors_dir: str, output: str) -> None:
 
 
 @main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, callback=_host_name)
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True,
               help="TCP port (0: any free one).")
 @click.option("--weights", type=click.Path(file_okay=False), help="Weights folder (default: $GCPCOLOR_HOME or ~/.cache/gcpcolor).")

@@ -322,9 +322,10 @@ def test_direction_beyond_the_models_directions_is_a_one_line_error(tmp_path, de
     assert f"--direction must be 0..{count - 1}" in _one_line_error(result)
 
 
-def test_serve_port_out_of_range_is_a_one_line_error():
-    result = CliRunner().invoke(main, ["serve", "--demo", "--port", "99999"])
-    assert result.exit_code == 2 and "--port" in _one_line_error(result)
+@pytest.mark.parametrize("args", [["--port", "99999"], ["--port", "-1"], ["--host", "ä" * 70]])
+def test_serve_options_out_of_range_are_one_line_errors(args):
+    result = CliRunner().invoke(main, ["serve", "--demo", *args])
+    assert result.exit_code == 2 and args[0] in _one_line_error(result)
 
 
 def test_stale_temporaries_of_a_killed_run_are_removed_on_start(tmp_path, tiny_weights):
