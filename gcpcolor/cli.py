@@ -74,6 +74,14 @@ def _file_name_suffix(ctx: click.Context, param: click.Parameter, value: str) ->
     return value
 
 
+def _host_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        value.encode("idna")  # how the socket library encodes it; its failure there is a TypeError
+    except UnicodeError:
+        raise click.BadParameter("not a valid host name or address", ctx, param) from None
+    return value
+
+
 @dataclass
 class _Job:
     source: Path
@@ -260,6 +268,8 @@ def colorize(
         class_ids = [resolve_class(spec) for spec in class_specs]
     except ClassNotFoundError as exc:
         raise CommandError(str(exc)) from None
+    except ValueError:  # int() refuses numbers of thousands of digits
+        raise CommandError("--class: not a class id, name or wnid (a number far too long)") from None
     class_spec = class_ids[0] if len(class_ids) == 1 else None
     problems = 0  # reported on their own line; any makes the exit code 1
 
@@ -425,7 +435,7 @@ def convert(authors_dir: str, output: str) -> None:
 
 
 @main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, callback=_host_name)
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True,
               help="TCP port (0: any free one).")
 @click.option("--weights", type=click.Path(file_okay=False), help="Weights folder (default: $GCPCOLOR_HOME or ~/.cache/gcpcolor).")

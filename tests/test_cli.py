@@ -303,7 +303,7 @@ def test_an_all_black_result_is_a_failure(tmp_path, tiny_weights, monkeypatch):
     ["--sigma", "inf"], ["--sigma", "nan"], ["--sigma", "-1"], ["--sigma", "1000"], ["--shift", "nan"],
     ["--shift", "-inf"], ["--shift", "1e6"],
     ["--seed", str(2**64)], ["--seed", "-1"], ["--samples", "0"], ["--samples", "-3"], ["--steps", "1"],
-    ["--steps", "0"], ["--batch-size", "0"], ["--direction", "-1"], ["--suffix", "../escaped"],
+    ["--steps", "0"], ["--batch-size", "0"], ["--direction", "-1"], ["--suffix", "../escaped"], ["--class", "9" * 5000],
 ])
 def test_out_of_range_options_are_one_line_errors(tmp_path, args):
     photo = _photo(tmp_path / "p.png")
@@ -322,9 +322,10 @@ def test_direction_beyond_the_models_directions_is_a_one_line_error(tmp_path, de
     assert f"--direction must be 0..{count - 1}" in _one_line_error(result)
 
 
-def test_serve_port_out_of_range_is_a_one_line_error():
-    result = CliRunner().invoke(main, ["serve", "--demo", "--port", "99999"])
-    assert result.exit_code == 2 and "--port" in _one_line_error(result)
+@pytest.mark.parametrize("args", [["--port", "99999"], ["--port", "-1"], ["--host", "ä" * 70]])
+def test_serve_options_out_of_range_are_one_line_errors(args):
+    result = CliRunner().invoke(main, ["serve", "--demo", *args])
+    assert result.exit_code == 2 and args[0] in _one_line_error(result)
 
 
 def test_stale_temporaries_of_a_killed_run_are_removed_on_start(tmp_path, tiny_weights):
