@@ -132,7 +132,7 @@ class Colorizer:
 
         `dtype=torch.float16` halves the file; loading casts back to float32.
         """
-        save_model_pretrained(self.model, path, dtype)
+        self.model.save_pretrained(path, dtype)
 
     @classmethod
     def from_authors_checkpoints(
