@@ -16,6 +16,8 @@ import click
 import numpy as np
 
 from .classes import ClassNotFoundError, IMAGENET_CLASSES, resolve_class
+from .cli_common import DEMO_NOTICE, EXIT_INPUT_ERRORS, CommandError
+from .cli_common import echo_err as _echo_err
 from .config import ConfigError
 from .errors import MissingWeightsError, WeightsFormatError
 from .evaluate_cli import evaluate_command
@@ -35,21 +37,6 @@ from .image_io import (
 )
 from .web import MAX_SEED, MAX_SIGMA
 from .weights import remove_stale_temporaries
-
-EXIT_INPUT_ERRORS = 1
-EXIT_USAGE = 2
-
-DEMO_NOTICE = (
-    "DEMO MODE: no trained weights are used; a tiny randomly initialised model colours the photo, "
-    "so the colours are meaningless. Put the authors' weights in $GCPCOLOR_HOME (see README) for real results."
-)
-
-
-class CommandError(click.ClickException):
-    """A one-line error with exit code 2 (click prints 'Error: ...', no traceback)."""
-
-    exit_code = EXIT_USAGE
-
 
 class FiniteFloatRange(click.FloatRange):
     """click.FloatRange that also refuses nan, which passes every comparison with a bound, and
@@ -120,12 +107,6 @@ class _OutputNames:
             if self.save_exemplar:
                 paths += [_with_suffix(result, "exemplar"), _with_suffix(result, "warped")]
         return paths
-
-
-def _echo_err(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)  # keeps the message on its own line under a progress bar
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

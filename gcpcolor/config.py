@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T")
 
@@ -20,35 +23,121 @@ class ConfigError(ValueError):
     """A configuration file or value is invalid."""
 
 
-def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build dataclass `cls` from a plain dict, recursing into nested dataclass fields.
+def config_from_dict(cls: type[T], data: Mapping[str, Any], where: str = "", base: T | None = None) -> T:
+    """Build dataclass `cls` from plain data (JSON, YAML), the one decoder of every config.
 
-    Unknown keys are an error: a typo in a config must not be silently ignored.
+    A field not given keeps its default; a nested config given in part is laid over the
+    default its field declares (so `optim: {lr: 2e-4}` keeps a stage's own betas). Unknown keys
+    are an error (a typo must not be silently ignored), and values are checked against the field
+    types: an int is accepted for a float, a numeric string such as YAML 1.1's `1e-4` is read as
+    the float it is meant to be, lists become tuples. Keys in the class's `RETIRED_FIELDS` are
+    fields that files written by earlier versions still hold; they are ignored. With `base`, the
+    fields not given keep base's values instead of the defaults.
     """
-    if not isinstance(data, dict):
-        raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    label = where or cls.__name__
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{label}: expected a mapping, got {type(data).__name__}")
+    hints = field_types(cls)
+    retired = getattr(cls, "RETIRED_FIELDS", ())
+    given = {name: value for name, value in data.items() if name not in retired}
+    unknown = sorted(set(given) - set(hints), key=str)
     if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown option(s) {', '.join(unknown)}")
+        raise ConfigError(f"{label}: unknown option(s) {', '.join(map(str, unknown))}")
+    specs = {f.name: f for f in dataclasses.fields(cls)}
+    prefix = f"{where}." if where else ""
     kwargs = {}
-    for name, value in data.items():
-        ftype = fields[name].type
-        nested = _dataclass_type(ftype)
-        if nested is not None and value is not None:
-            value = config_from_dict(nested, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
+    for name, value in given.items():
+        default = getattr(base, name) if base is not None else _field_default(specs[name])
+        kwargs[name] = _decode(value, hints[name], default, f"{prefix}{name}")
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
-def _dataclass_type(annotation: Any) -> type | None:
-    if isinstance(annotation, str):
-        annotation = _CONFIG_TYPES.get(annotation.replace(" | None", "").strip())
-    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
-        return annotation
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved type of each field of dataclass `cls` (string annotations evaluated)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def dataclass_in(annotation: Any) -> type | None:
+    """The dataclass an annotation such as `DataConfig | None` names, if any."""
+    for option in _union_members(annotation):
+        if isinstance(option, type) and dataclasses.is_dataclass(option):
+            return option
     return None
+
+
+def _union_members(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _field_default(spec: dataclasses.Field) -> Any:
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return None
+
+
+def _decode(value: Any, annotation: Any, default: Any, key: str) -> Any:
+    nested = dataclass_in(annotation)
+    if nested is not None and isinstance(value, Mapping):
+        return config_from_dict(nested, value, key, default if isinstance(default, nested) else None)
+    return _coerce(value, annotation, key)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    members = _union_members(annotation)
+    if value is None:
+        if type(None) in members:
+            return None
+        raise ConfigError(f"{key}: a value is required")
+    for option in members:
+        origin = typing.get_origin(option)
+        if option is Any:
+            return value
+        if option is dict or origin is dict:
+            if isinstance(value, Mapping):
+                return dict(value)
+        elif dataclasses.is_dataclass(option):
+            if isinstance(value, option):
+                return value
+        elif option is bool:
+            if isinstance(value, bool):
+                return value
+        elif option is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif option is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    continue
+        elif option is str:
+            if isinstance(value, str):
+                return value
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+        elif origin is tuple:
+            item_types = typing.get_args(option)
+            if len(item_types) == 2 and item_types[1] is Ellipsis:
+                item_types = (item_types[0],) * (len(value) if isinstance(value, (list, tuple)) else 0)
+            if isinstance(value, (list, tuple)) and len(value) == len(item_types):
+                return tuple(_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, item_types)))
+    expected = " or ".join(_type_name(m) for m in members)
+    raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "null"
+    if typing.get_origin(annotation) is tuple:
+        return f"a list of {len(typing.get_args(annotation))} numbers"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -70,6 +159,8 @@ DISCRIMINATOR_ARCHITECTURES: dict[int, tuple[int, ...]] = {
 }
 
 
+#: The networks' working size (photos are fitted to it and the result brought back to theirs).
+WORK_SIZE = 256
 CLASS_PREDICTORS = ("discriminator", "lightness_centroids", "imagenet_probe")
 COLORIZATION_NETWORKS = ("spade", "semantic")
 
@@ -223,8 +314,6 @@ class ColorizerConfig:
     correspondence: CorrespondenceConfig = field(default_factory=CorrespondenceConfig)
     colorization: ColorizationConfig = field(default_factory=ColorizationConfig)
     deformator: DeformatorConfig | None = field(default_factory=DeformatorConfig)
-    work_size: int = 256
-    ab_scale: float = 110.0
     #: conditioning of the colorization network: features (the method) or a Table 2 ablation
     guidance: str = "features"
     #: how a gray photo's class is picked: "discriminator" (the prior's class projection, the
@@ -254,9 +343,16 @@ class ColorizerConfig:
             )
         if self.class_predictor == "imagenet_probe" and self.colorization.type != "semantic":
             raise ConfigError("ColorizerConfig: class_predictor imagenet_probe needs colorization.type semantic")
-        if self.work_size != 256:
-            # The colorization network's decoder scales are those of the paper's 256² working size.
-            raise ConfigError(f"ColorizerConfig: work_size must be 256, got {self.work_size}")
+
+    #: Fields of earlier versions that saved configs still hold: `work_size` (only 256 was ever
+    #: accepted, now the `work_size` property) and `ab_scale` (never read: the SPADE head's scale
+    #: is `color.AB_SCALE`).
+    RETIRED_FIELDS: ClassVar[tuple[str, ...]] = ("work_size", "ab_scale")
+
+    @property
+    def work_size(self) -> int:
+        """The side the networks work at: the SPADE decoder's scales are the paper's 256²."""
+        return WORK_SIZE
 
     @classmethod
     def tiny(cls) -> "ColorizerConfig":
@@ -281,17 +377,7 @@ class ColorizerConfig:
         return config_from_dict(cls, data)
 
 
-_CONFIG_TYPES: dict[str, type] = {
-    "BigGANConfig": BigGANConfig,
-    "EncoderConfig": EncoderConfig,
-    "CorrespondenceConfig": CorrespondenceConfig,
-    "ColorizationConfig": ColorizationConfig,
-    "DeformatorConfig": DeformatorConfig,
-    "ColorizerConfig": ColorizerConfig,
-}
-
-
 def register_config_type(cls: type[T]) -> type[T]:
-    """Let nested fields of type `cls` be rebuilt by `config_from_dict` (string annotations)."""
-    _CONFIG_TYPES[cls.__name__] = cls
+    """No longer needed: `config_from_dict` resolves nested config types from the annotations
+    themselves. Kept so that code written for the earlier decoder still imports it."""
     return cls

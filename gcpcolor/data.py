@@ -32,7 +32,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, wnid_to_index
 from .color import AB_SCALE, l_to_network, rgb_to_lab
-from .config import ConfigError, register_config_type
+from .config import ConfigError
 from .image_io import IMAGE_EXTENSIONS, ImageInputError, load_image
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,6 @@ class DatasetError(ValueError):
     """A dataset folder or labels file cannot be used as given."""
 
 
-@register_config_type
 @dataclass(frozen=True)
 class DataConfig:
     """Where the photos are and how they are cut to training/evaluation squares."""

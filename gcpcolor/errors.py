@@ -14,3 +14,11 @@ class MissingWeightsError(FileNotFoundError):
 
 class WeightsFormatError(ValueError):
     """A weight file exists but cannot be read, or does not match the model it is loaded into."""
+
+
+class TrainingSetupError(ValueError):
+    """An expected problem that stops training before it starts (one-line message)."""
+
+
+class EvaluationError(Exception):
+    """An expected problem with the inputs or outputs of an evaluation; the message is one line."""

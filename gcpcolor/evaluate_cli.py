@@ -6,11 +6,11 @@ Inception weights) print one line and exit with code 2, without a traceback.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
+from .cli_common import DEMO_NOTICE, CommandError, echo_err
 from .config import ConfigError
 from .errors import MissingWeightsError, WeightsFormatError
 from .evaluation import (
@@ -27,21 +27,8 @@ from .evaluation import (
 from .image_io import ImageInputError, ImageOutputError
 from .metrics import COLORFULNESS_VARIANTS, DEFAULT_COLORFULNESS_VARIANT
 
-EXIT_USAGE = 2
 EXPECTED_ERRORS = (EvaluationError, MissingWeightsError, WeightsFormatError, ConfigError, ImageInputError,
                    ImageOutputError)
-
-
-class EvaluateCommandError(click.ClickException):
-    """A one-line error with exit code 2 (click prints 'Error: ...', no traceback)."""
-
-    exit_code = EXIT_USAGE
-
-
-def _say(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)  # stays on its own line under a progress bar
 
 
 def parse_method(spec: str) -> tuple[str, Path]:
@@ -58,7 +45,7 @@ def _methods(specs: list[str]) -> dict[str, Path]:
     for spec in specs:
         name, folder = parse_method(spec)
         if name in methods:
-            raise EvaluateCommandError(f"two result folders are named '{name}'; name them with NAME=DIR")
+            raise CommandError(f"two result folders are named '{name}'; name them with NAME=DIR")
         methods[name] = folder
     return methods
 
@@ -98,10 +85,10 @@ def evaluate_command(
         check_report_target(out, overwrite)  # before any slow work
         if model_dir is not None or demo:
             if model_dir is not None and demo:
-                raise EvaluateCommandError("--colorize-with and --demo exclude each other")
+                raise CommandError("--colorize-with and --demo exclude each other")
             name, model_path = ("demo", None) if demo else parse_method(model_dir)
             if name in methods or (include_gray and name == GRAY_METHOD):
-                raise EvaluateCommandError(f"a results folder is already named '{name}'; name it with NAME=DIR")
+                raise CommandError(f"a results folder is already named '{name}'; name it with NAME=DIR")
             model_path = None if model_path is None else str(model_path)
             methods[name] = _colorize(truth_dir, out / "results" / name, model_path, device, suffix, overwrite, quiet)
         report = evaluate_folders(
@@ -110,33 +97,33 @@ def evaluate_command(
             device=device, grid_rows=grid_rows, progress=not quiet,
         )
         for note in report.notes:
-            _say(note)
+            echo_err(note)
         written = report.save(out, overwrite=overwrite)
     except EXPECTED_ERRORS as exc:
-        raise EvaluateCommandError(" ".join(str(exc).split())) from None
+        raise CommandError(" ".join(str(exc).split())) from None
     click.echo(report.to_markdown(), nl=False)
     click.echo(f"wrote {', '.join(path.name for path in written)} to {out}")
 
 
 def _colorize(truth_dir: str, target: Path, model_dir: str | None, device: str, suffix: str, overwrite: bool,
               quiet: bool) -> Path:
-    from .cli import DEMO_NOTICE  # imported here: cli imports this module at start-up
-    from .pipeline import Colorizer, resolve_device
+    from .devices import resolve_device
+    from .pipeline import Colorizer
 
     check_results_target(target, overwrite)  # before the model is built
     try:
         resolved = resolve_device(device)
     except RuntimeError as exc:
-        raise EvaluateCommandError(str(exc)) from None
+        raise CommandError(str(exc)) from None
     if model_dir is None:
         colorizer = Colorizer.demo(device=resolved)
-        _say(DEMO_NOTICE)
+        echo_err(DEMO_NOTICE)
     else:
         # load() reads our format (config.json + model.safetensors) and also the authors' files.
         colorizer = Colorizer.load(model_dir, device=resolved)
     for problem in colorize_folder(truth_dir, target, colorizer, suffix=suffix,
                                    overwrite=overwrite, progress=not quiet):
-        _say(f"error: {problem}")
+        echo_err(f"error: {problem}")
     if not quiet:
-        _say(f"colorized the gray versions of {truth_dir} into {target}")
+        echo_err(f"colorized the gray versions of {truth_dir} into {target}")
     return target

@@ -14,21 +14,27 @@ computed one image at a time, so memory does not grow with the folder.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image
 
-from .errors import MissingWeightsError
+from .errors import EvaluationError, MissingWeightsError
+from .evaluation_report import (
+    REPORT_FILES,
+    TRUTH_LABEL,
+    EvaluationReport,
+    EvaluationSettings,
+    MethodSummary,
+    check_report_target,
+    check_results_target,
+)
 from .image_io import ImageInputError, find_images, load_image, output_path, save_image
 from .metrics import (
     COLORFULNESS_VARIANTS,
@@ -36,13 +42,11 @@ from .metrics import (
     ColorfulnessVariant,
     FeatureStatistics,
     LPIPSMetric,
-    ab_high_frequency_share,
     colorfulness_all,
     delta_colorfulness,
-    psnr,
-    ssim,
 )
-from .weights import write_atomically
+from .report_figures import colorfulness_histogram, comparison_grid
+from .report_metrics import REPORT_METRICS, finite_mean, scores_of, truth_scores_of
 
 if TYPE_CHECKING:
     import torch
@@ -57,15 +61,9 @@ DEFAULT_SIZE = 256
 RESULT_SUFFIX = "_color"
 #: The built-in method: the gray input itself (L only), the floor any colorization should beat.
 GRAY_METHOD = "gray"
-TRUTH_LABEL = "ground truth"
-REPORT_FILES = ("metrics.md", "metrics.csv", "metrics.json", "grid.png", "colorfulness_hist.png")
 # Below this many images FID's covariance is rank-deficient (2048 features): values are biased.
 _FID_RELIABLE_COUNT = 2048
 _SHOWN_NAMES = 3
-
-
-class EvaluationError(Exception):
-    """An expected problem with the inputs or outputs of an evaluation; the message is one line."""
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -202,291 +200,6 @@ def pair_folders(truth_dir: PathLike, methods: Mapping[str, PathLike], suffix: s
     return Pairing(sorted(keys), truth, paired, notes)
 
 
-# --------------------------------------------------------------------------- the report
-@dataclass
-class MethodSummary:
-    """Dataset-level metrics of one method; None where a metric was not computed."""
-
-    name: str
-    source: str | None
-    images: int
-    colorfulness: dict[str, float]
-    delta_colorfulness: dict[str, float]
-    psnr: float | None
-    ssim: float
-    fid: float | None = None
-    lpips: float | None = None
-    identical_images: int = 0  # PSNR = inf, left out of the PSNR mean
-    kid: float | None = None
-    ab_high_frequency: float | None = None  # mean share of a/b power above 0.25 cycles/pixel
-
-
-@dataclass
-class EvaluationSettings:
-    size: int
-    mode: str
-    preprocessing: str
-    colorfulness_variant: str
-    result_suffix: str
-    fid: str  # how FID was computed, or why not
-    inception_variant: str | None = None
-    inception_file: str | None = None
-    lpips: str = "not requested"
-
-
-@dataclass
-class EvaluationReport:
-    truth_dir: str
-    settings: EvaluationSettings
-    keys: list[str]
-    truth_colorfulness: dict[str, float]
-    methods: list[MethodSummary]
-    #: per_image["truth"][key] and per_image[method][key]: metric name -> value
-    per_image: dict[str, dict[str, dict[str, float | None]]]
-    notes: list[str]
-    counts: dict[str, Any]
-    #: The sampled rows of grid.png: (key, one uint8 thumbnail per column of `grid_columns`).
-    grid_rows: list[tuple[str, list[np.ndarray]]] = field(default_factory=list, repr=False)
-    grid_columns: list[str] = field(default_factory=list)
-    truth_ab_high_frequency: float | None = None
-
-    def method(self, name: str) -> MethodSummary:
-        for summary in self.methods:
-            if summary.name == name:
-                return summary
-        raise KeyError(name)
-
-    # ----------------------------------------------------------------- text forms
-    def _table(self) -> tuple[list[str], list[list[Any]]]:
-        variant = self.settings.colorfulness_variant
-        header = ["method", "images", "FID", "KID x1000", f"colorfulness ({variant})", "delta colorfulness", "PSNR",
-                  "SSIM", "LPIPS", "ab high-frequency share"]
-        rows: list[list[Any]] = [
-            [m.name, m.images, m.fid, None if m.kid is None else 1000 * m.kid, m.colorfulness[variant],
-             m.delta_colorfulness[variant], m.psnr, m.ssim, m.lpips, m.ab_high_frequency]
-            for m in self.methods
-        ]
-        rows.append([TRUTH_LABEL, len(self.keys), None, None, self.truth_colorfulness[variant], None, None, None, None,
-                     self.truth_ab_high_frequency])
-        return header, rows
-
-    def to_markdown(self) -> str:
-        _, rows = self._table()
-        variant = self.settings.colorfulness_variant
-        lines = [
-            "# Colorization metrics",
-            "",
-            f"- ground truth: `{self.truth_dir}`, {len(self.keys)} image(s) evaluated",
-            f"- preprocessing: {self.settings.preprocessing} (`--size {self.settings.size} --mode {self.settings.mode}`)",
-            f"- colourfulness: Hasler & Süsstrunk, **{variant}** variant "
-            f"({'|rg|, |yb| as in the colorization literature' if variant == 'absolute' else 'signed rg, yb as in the original paper'})",
-            f"- FID: {self.settings.fid}",
-            f"- LPIPS: {self.settings.lpips}",
-            "- KID: unbiased polynomial-kernel MMD² on the same Inception features (×10³)",
-            "- ab HF share: share of the CIELAB a/b spectral power above 0.25 cycles/pixel (checkerboards and "
-            "colour noise raise it; compare with the ground truth's)",
-            "",
-            "| Method | Images | FID ↓ | KID×10³ ↓ | Colorfulness ↑ | ΔColorful ↓ | PSNR ↑ | SSIM ↑ | LPIPS ↓ | ab HF share |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        digits = [None, None, 2, 2, 2, 2, 2, 4, 4, 4]
-        for row in rows:
-            cells = [_format(value, places) for value, places in zip(row, digits)]
-            lines.append("| " + " | ".join(cells) + " |")
-        if self.notes:
-            lines += ["", "Notes:", ""] + [f"- {note}" for note in self.notes]
-        return "\n".join(lines) + "\n"
-
-    def to_csv(self) -> str:
-        header, rows = self._table()
-        header = header + [f"colorfulness_{v}" for v in COLORFULNESS_VARIANTS]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(header)
-        extra = {m.name: [m.colorfulness[v] for v in COLORFULNESS_VARIANTS] for m in self.methods}
-        extra[TRUTH_LABEL] = [self.truth_colorfulness[v] for v in COLORFULNESS_VARIANTS]
-        for row in rows:
-            writer.writerow(["" if value is None else value for value in row + extra[row[0]]])
-        return buffer.getvalue()
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything in the report as JSON-ready data (non-finite numbers become null)."""
-        methods = {}
-        for m in self.methods:
-            methods[m.name] = {
-                "source": m.source,
-                "images": m.images,
-                "fid": m.fid,
-                "kid": m.kid,
-                "ab_high_frequency_share": m.ab_high_frequency,
-                "colorfulness": m.colorfulness[self.settings.colorfulness_variant],
-                "delta_colorfulness": m.delta_colorfulness[self.settings.colorfulness_variant],
-                **{f"colorfulness_{v}": m.colorfulness[v] for v in COLORFULNESS_VARIANTS},
-                **{f"delta_colorfulness_{v}": m.delta_colorfulness[v] for v in COLORFULNESS_VARIANTS},
-                "psnr": m.psnr,
-                "psnr_identical_images": m.identical_images,
-                "ssim": m.ssim,
-                "lpips": m.lpips,
-            }
-        data = {
-            "truth_dir": self.truth_dir,
-            "settings": vars(self.settings),
-            "counts": self.counts,
-            "truth": {
-                **{f"colorfulness_{v}": self.truth_colorfulness[v] for v in COLORFULNESS_VARIANTS},
-                "ab_high_frequency_share": self.truth_ab_high_frequency,
-            },
-            "methods": methods,
-            "notes": self.notes,
-            "grid_rows": [key for key, _ in self.grid_rows],
-            "per_image": self.per_image,
-        }
-        return _finite_or_none(data)
-
-    # ----------------------------------------------------------------- files
-    def grid_image(self, cell: int = 128) -> Image.Image:
-        return comparison_grid(self.grid_columns, [images for _, images in self.grid_rows], cell)
-
-    def histogram_image(self) -> Image.Image:
-        variant = self.settings.colorfulness_variant
-        key = f"cf_{variant}"
-        series = {TRUTH_LABEL: [self.per_image["truth"][k][key] for k in self.keys]}
-        for m in self.methods:
-            series[m.name] = [self.per_image[m.name][k][key] for k in self.keys]
-        return colorfulness_histogram(series, f"colourfulness ({variant})")
-
-    def save(self, output_dir: PathLike, overwrite: bool = False) -> list[Path]:
-        """Write the report files into `output_dir` atomically; refuses to replace them unless `overwrite`."""
-        directory = Path(output_dir)
-        check_report_target(directory, overwrite)
-        directory.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, text in (
-            ("metrics.md", self.to_markdown()),
-            ("metrics.csv", self.to_csv()),
-            ("metrics.json", json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"),
-        ):
-            write_atomically(directory / name, lambda temporary, text=text: temporary.write_text(text, encoding="utf-8"))
-            written.append(directory / name)
-        if self.grid_rows:
-            save_image(self.grid_image(), directory / "grid.png", overwrite=True)
-            written.append(directory / "grid.png")
-        save_image(self.histogram_image(), directory / "colorfulness_hist.png", overwrite=True)
-        written.append(directory / "colorfulness_hist.png")
-        return written
-
-
-def check_report_target(output_dir: PathLike, overwrite: bool) -> None:
-    """Raise `EvaluationError` if a report would replace existing files without `overwrite`."""
-    directory = Path(output_dir)
-    if directory.exists() and not directory.is_dir():
-        raise EvaluationError(f"{directory}: exists and is not a folder")
-    existing = [name for name in REPORT_FILES if (directory / name).exists()]
-    if existing and not overwrite:
-        raise EvaluationError(f"{directory / existing[0]}: a report already exists (pass --overwrite to replace it)")
-
-
-def check_results_target(results_dir: PathLike, overwrite: bool) -> None:
-    """Raise `EvaluationError` if colorizing into `results_dir` would replace results without `overwrite`."""
-    directory = Path(results_dir)
-    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-        raise EvaluationError(f"{directory}: results folder is not empty (pass --overwrite to replace its results)")
-
-
-def _format(value: Any, places: int | None) -> str:
-    if value is None:
-        return "–"
-    if places is None or isinstance(value, str):
-        return str(value)
-    return "inf" if math.isinf(value) else f"{value:.{places}f}"
-
-
-def _finite_or_none(value: Any) -> Any:
-    # JSON has no inf/nan; null keeps the file readable by every parser.
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(item) for item in value]
-    return value
-
-
-# --------------------------------------------------------------------------- pictures
-_PALETTE = [(0, 0, 0), (128, 128, 128), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
-            (148, 103, 189), (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207)]
-
-
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return ImageFont.load_default()
-
-
-def comparison_grid(columns: Sequence[str], rows: Sequence[Sequence[np.ndarray]], cell: int = 128) -> Image.Image:
-    """A white sheet with a header of column names and one row of thumbnails per sample."""
-    header = 20
-    sheet = Image.new("RGB", (cell * len(columns), header + cell * len(rows)), "white")
-    draw = ImageDraw.Draw(sheet)
-    font = _font()
-    for index, name in enumerate(columns):
-        label = name if len(name) <= cell // 7 else name[: cell // 7 - 1] + "…"
-        draw.text((index * cell + 4, 4), label, fill="black", font=font)
-    for row, images in enumerate(rows):
-        for index, pixels in enumerate(images):
-            thumbnail = ImageOps.contain(Image.fromarray(pixels), (cell, cell), Image.Resampling.BICUBIC)
-            offset = ((cell - thumbnail.width) // 2, (cell - thumbnail.height) // 2)
-            sheet.paste(thumbnail, (index * cell + offset[0], header + row * cell + offset[1]))
-    return sheet
-
-
-def colorfulness_histogram(series: Mapping[str, Sequence[float]], label: str, bins: int = 20) -> Image.Image:
-    """Step outlines of per-image value histograms, one per series, drawn with PIL alone."""
-    width, height, left, right, top, bottom = 760, 420, 60, 190, 30, 50
-    plot_w, plot_h = width - left - right, height - top - bottom
-    values = [v for seq in series.values() for v in seq if math.isfinite(v)]
-    upper = max(values, default=1.0) * 1.05 or 1.0
-    edges = np.linspace(0.0, upper, bins + 1)
-    fractions = {name: np.histogram(seq, bins=edges)[0] / max(len(seq), 1) for name, seq in series.items()}
-    peak = max((float(f.max()) for f in fractions.values()), default=1.0) or 1.0
-
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    font = _font()
-    draw.text((left, 8), f"Per-image {label}", fill="black", font=font)
-    draw.rectangle((left, top, left + plot_w, top + plot_h), outline="black")
-    for tick in np.arange(0.0, upper, _tick_step(upper)):
-        x = left + plot_w * tick / upper
-        draw.line((x, top + plot_h, x, top + plot_h + 4), fill="black")
-        draw.text((x - 10, top + plot_h + 8), f"{tick:.0f}", fill="black", font=font)
-    draw.text((left + plot_w // 2 - 40, height - 18), label, fill="black", font=font)
-    for fraction in (0.0, peak):
-        y = top + plot_h - plot_h * fraction / peak
-        draw.text((8, y - 6), f"{100 * fraction:.0f}%", fill="black", font=font)
-
-    def to_xy(x_value: float, fraction: float) -> tuple[float, float]:
-        return left + plot_w * x_value / upper, top + plot_h - plot_h * fraction / peak
-
-    # Drawn last to first so the first series (the ground truth) stays visible on top.
-    for index, (name, fraction) in reversed(list(enumerate(fractions.items()))):
-        colour = _PALETTE[index % len(_PALETTE)]
-        points = [to_xy(edges[0], 0.0)]
-        for b, value in enumerate(fraction):
-            points += [to_xy(edges[b], float(value)), to_xy(edges[b + 1], float(value))]
-        points.append(to_xy(edges[-1], 0.0))
-        draw.line(points, fill=colour, width=2)
-        y = top + 16 * index
-        draw.rectangle((left + plot_w + 12, y + 2, left + plot_w + 22, y + 12), fill=colour)
-        mean = float(np.mean(series[name])) if len(series[name]) else float("nan")
-        draw.text((left + plot_w + 28, y), f"{name[:18]} (mean {mean:.1f})", fill="black", font=font)
-    return image
-
-
-def _tick_step(upper: float) -> float:
-    """A 1, 2 or 5 times a power of ten step giving about five ticks up to `upper`."""
-    rough = upper / 5
-    power = 10.0 ** math.floor(math.log10(rough))
-    return next(power * m for m in (1, 2, 5, 10) if power * m >= rough)
-
-
 def _grid_sample(count: int, rows: int) -> set[int]:
     # Evenly spaced over the sorted names: deterministic, and spread over the whole folder.
     if rows <= 0 or count == 0:
@@ -556,34 +269,28 @@ def _load_lpips(device: "torch.device", notes: list[str]) -> tuple[LPIPSMetric |
     return loaded, "AlexNet LPIPS v0.1 (lpips package), inputs scaled to [-1, 1]"
 
 
-def _scores(truth: np.ndarray, result: np.ndarray, lpips_metric: LPIPSMetric | None) -> dict[str, float | None]:
-    scores: dict[str, float | None] = {
-        "psnr": psnr(truth, result), "ssim": ssim(truth, result), "ab_hf": ab_high_frequency_share(result)
-    }
+def _scores(truth: np.ndarray, result: np.ndarray, resources: Mapping[str, Any]) -> dict[str, float | None]:
+    scores: dict[str, float | None] = dict(scores_of(truth, result, resources))
     scores.update({f"cf_{v}": value for v, value in colorfulness_all(result).items()})
-    if lpips_metric is not None:
-        scores["lpips"] = lpips_metric(truth, result)
     return scores
 
 
 def _summary(name: str, source: PathLike | None, scores: list[dict[str, Any]],
              truth_scores: list[dict[str, Any]], fid_value: float | None, kid_value: float | None = None) -> MethodSummary:
-    finite_psnr = [s["psnr"] for s in scores if math.isfinite(s["psnr"])]
     cf = {v: [s[f"cf_{v}"] for s in scores] for v in COLORFULNESS_VARIANTS}
     truth_cf = {v: [s[f"cf_{v}"] for s in truth_scores] for v in COLORFULNESS_VARIANTS}
+    psnr_values = [s["psnr"] for s in scores if "psnr" in s]
     return MethodSummary(
         name=name,
         source=None if source is None else str(source),
         images=len(scores),
         colorfulness={v: float(np.mean(cf[v])) for v in COLORFULNESS_VARIANTS},
         delta_colorfulness={v: delta_colorfulness(cf[v], truth_cf[v]) for v in COLORFULNESS_VARIANTS},
-        psnr=float(np.mean(finite_psnr)) if finite_psnr else None,
-        ssim=float(np.mean([s["ssim"] for s in scores])),
+        means={metric: finite_mean([s[metric] for s in scores]) if metric in scores[0] else None
+               for metric in REPORT_METRICS},
         fid=fid_value,
-        lpips=float(np.mean([s["lpips"] for s in scores])) if "lpips" in scores[0] else None,
-        identical_images=len(scores) - len(finite_psnr),
+        identical_images=sum(1 for value in psnr_values if not math.isfinite(value)),
         kid=kid_value,
-        ab_high_frequency=float(np.mean([s["ab_hf"] for s in scores])),
     )
 
 
@@ -635,7 +342,7 @@ def evaluate_folders(
     inception, fid_status = None, "not computed (--no-fid)"
     lpips_metric, lpips_status = None, "not requested"
     if fid is not False or lpips:
-        from .pipeline import resolve_device
+        from .devices import resolve_device
 
         try:
             torch_device = resolve_device(device)
@@ -644,6 +351,7 @@ def evaluate_folders(
         inception, fid_status = _load_inception(fid, inception_weights, torch_device, notes)
         if lpips:
             lpips_metric, lpips_status = _load_lpips(torch_device, notes)
+    resources = {"lpips": lpips_metric}
 
     feature_sets = {name: _FeatureSet(inception, batch_size) for name in ["truth", *names]} if inception else {}
     per_image: dict[str, dict[str, dict[str, float | None]]] = {name: {} for name in ["truth", *names]}
@@ -667,13 +375,13 @@ def evaluate_folders(
             raw[GRAY_METHOD] = gray
         truth = preprocessing.apply(truth_rgb)
         per_image["truth"][key] = {f"cf_{v}": value for v, value in colorfulness_all(truth).items()}
-        per_image["truth"][key]["ab_hf"] = ab_high_frequency_share(truth)
+        per_image["truth"][key].update(truth_scores_of(truth, resources))
         outputs = {name: preprocessing.apply(raw[name]) for name in names}
         for name, pixels in [("truth", truth), *outputs.items()]:
             if inception:
                 feature_sets[name].add(pixels)
             if name != "truth":
-                per_image[name][key] = _scores(truth, pixels, lpips_metric)
+                per_image[name][key] = _scores(truth, pixels, resources)
         if gray is not None and index in sampled:  # the gray input column stands for the gray method
             grid.append((key, [preprocessing.apply(gray), truth, *(outputs[name] for name in methods)]))
 
@@ -724,7 +432,8 @@ def evaluate_folders(
         truth_colorfulness={v: float(np.mean([s[f"cf_{v}"] for s in truth_scores])) for v in COLORFULNESS_VARIANTS},
         methods=summaries, per_image=per_image, notes=notes, counts=counts,
         grid_rows=grid, grid_columns=["gray input", TRUTH_LABEL, *methods],
-        truth_ab_high_frequency=float(np.mean([s["ab_hf"] for s in truth_scores])),
+        truth_means={name: finite_mean([s[name] for s in truth_scores]) for name in truth_scores[0]
+                     if name in REPORT_METRICS},
     )
 
 
@@ -773,6 +482,7 @@ __all__ = [
     "GRAY_METHOD",
     "MethodSummary",
     "PREPROCESS_MODES",
+    "REPORT_FILES",
     "Pairing",
     "Preprocessing",
     "check_report_target",

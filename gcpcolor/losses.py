@@ -18,12 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcpcolor.config import register_config_type
 from gcpcolor.model import resample_square
 from gcpcolor.models.vgg import VGG19Features
 
 
-@register_config_type
 @dataclass(frozen=True)
 class LossWeights:
     """Loss weights λ of the paper. The contextual per-layer weights are separate fields so the

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ from torch import nn
 
 from .color import AB_SCALE
 from .config import ColorizerConfig
+from .errors import MissingWeightsError
 from .models.biggan_discriminator import BigGANDiscriminator
 from .models.biggan_encoder import BigGANEncoder
 from .models.biggan_generator import BigGANGenerator
@@ -26,6 +29,8 @@ from .models.efficientnet_lite import HEAD_CHANNELS
 from .models.lightness_centroids import LightnessCentroidClassifier
 from .models.semantic_class_probe import SemanticClassProbe
 from .models.semantic_colorization_net import SemanticColorizationNet, gray_input_to_rgb
+from .serialization import load_state_dict_strict, read_safetensors, write_safetensors
+from .weights import CONFIG_NAME, WEIGHTS_NAME, write_atomically
 
 #: Thumbnail side of the pseudo-class descriptor (`pseudo_classes.THUMBNAIL_SIZE`).
 PSEUDO_CLASS_THUMBNAIL = 6
@@ -201,3 +206,33 @@ class GCPColorizationModel(nn.Module):
         walked = z.expand(len(shifts), -1).clone()
         walked[:, : offsets.shape[1]] += offsets
         return walked
+
+    # ------------------------------------------------------------------ our format on disk
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "GCPColorizationModel":
+        """The model of a `save_pretrained` folder (`config.json` + `model.safetensors`), loaded
+        strictly, on the CPU, in float32 whatever dtype the file stores."""
+        directory = Path(path).expanduser()
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for needed in (config_path, weights_path):
+            if not needed.is_file():
+                raise MissingWeightsError(
+                    f"missing {needed.name} in {directory} (a directory written by "
+                    f"Colorizer.save_pretrained or `gcpcolor convert`)"
+                )
+        model = cls(ColorizerConfig.load(config_path))
+        load_state_dict_strict(model, read_safetensors(weights_path), weights_path)
+        return model
+
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Write `config.json` + `model.safetensors` (each atomically) into folder `path`.
+
+        `dtype=torch.float16` halves the file; `from_pretrained` casts back to float32.
+        """
+        directory = Path(path).expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        write_safetensors(
+            directory / WEIGHTS_NAME, self.state_dict(), dtype, metadata={"format": "pt", "library": "gcpcolor"}
+        )
+        write_atomically(directory / CONFIG_NAME, self.config.save)
+        return directory

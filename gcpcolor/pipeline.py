@@ -21,12 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file, save_file
 
 from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, class_name, resolve_class
 from .color import lab_to_rgb, l_to_network, rgb_to_lab
 from .config import ColorizerConfig
-from .errors import MissingWeightsError, WeightsFormatError
+from .devices import resolve_device
+from .errors import MissingWeightsError
 from . import image_io
 from .image_io import load_image, save_image
 from .model import GCPColorizationModel
@@ -37,7 +37,6 @@ from .weights import (
     WEIGHTS_NAME,
     find_pretrained_dir,
     search_dirs,
-    write_atomically,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,15 +71,6 @@ class _Prepared:
     lightness: torch.Tensor  # (1, 1, H, W) full-resolution L in 0..100
     work_input: torch.Tensor  # (1, 1, S, S) network input L/50 - 1
     crop: tuple[int, int, int, int]  # top, left, height, width of the photo inside the S² canvas
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was requested but no CUDA device is available (use --device cpu)")
-    return device
 
 
 def to_rgb_array(image: ImageLike) -> np.ndarray:
@@ -135,31 +125,14 @@ class Colorizer:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu", **kwargs) -> "Colorizer":
         """Load our format: `config.json` + `model.safetensors` in directory `path`."""
-        directory = Path(path).expanduser()
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for needed in (config_path, weights_path):
-            if not needed.is_file():
-                raise MissingWeightsError(
-                    f"missing {needed.name} in {directory} (a directory written by "
-                    f"Colorizer.save_pretrained or `gcpcolor convert`)"
-                )
-        config = ColorizerConfig.load(config_path)
-        model = GCPColorizationModel(config)
-        try:
-            state = load_file(str(weights_path))
-        except Exception as exc:
-            raise WeightsFormatError(f"{weights_path}: not a readable safetensors file ({exc})") from None
-        from .serialization import load_state_dict_strict
-
-        load_state_dict_strict(model, state, weights_path)
-        return cls(model, device=device, **kwargs)
+        return cls(GCPColorizationModel.from_pretrained(path), device=device, **kwargs)
 
     def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
         """Write `config.json` + `model.safetensors`; reload with `from_pretrained(path)`.
 
         `dtype=torch.float16` halves the file; loading casts back to float32.
         """
-        save_model_pretrained(self.model, path, dtype)
+        self.model.save_pretrained(path, dtype)
 
     @classmethod
     def from_authors_checkpoints(
@@ -398,21 +371,8 @@ def _to_images(batch: torch.Tensor) -> list[np.ndarray]:
 def save_model_pretrained(
     model: GCPColorizationModel, path: str | os.PathLike, dtype: torch.dtype | None = None
 ) -> None:
-    """Our checkpoint format: `config.json` beside `model.safetensors`, written atomically.
-
-    With `dtype`, floating-point tensors are stored in it (integer buffers keep theirs).
-    """
-    directory = Path(path).expanduser()
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {
-        key: (value.to(dtype) if dtype is not None and value.is_floating_point() else value).detach().cpu().contiguous()
-        for key, value in model.state_dict().items()
-    }
-    write_atomically(
-        directory / WEIGHTS_NAME,
-        lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "gcpcolor"}),
-    )
-    write_atomically(directory / CONFIG_NAME, model.config.save)
+    """`model.save_pretrained(path, dtype)`, kept for code written before the model saved itself."""
+    model.save_pretrained(path, dtype)
 
 
 def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float = 6.0, overwrite: bool = False) -> None:

@@ -13,11 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
 
 from .config import BigGANConfig, ConfigError, config_from_dict, config_to_dict
-from .errors import MissingWeightsError, WeightsFormatError
-from .serialization import load_state_dict_strict
+from .errors import MissingWeightsError
+from .serialization import load_state_dict_strict, read_safetensors, write_safetensors
 from .models.biggan_discriminator import BigGANDiscriminator
 from .models.biggan_generator import BigGANGenerator
 from .weights import write_atomically
@@ -39,8 +38,7 @@ def save_prior(
     directory = Path(directory).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     for name, module in ((PRIOR_GENERATOR_FILE, generator), (PRIOR_DISCRIMINATOR_FILE, discriminator)):
-        state = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
-        write_atomically(directory / name, lambda path, state=state: save_file(state, str(path)))
+        write_safetensors(directory / name, module.state_dict())
     document = {"biggan": config_to_dict(generator.config), **(extra or {})}
     write_atomically(
         directory / PRIOR_CONFIG_FILE, lambda path: path.write_text(json.dumps(document, indent=2) + "\n")
@@ -68,11 +66,7 @@ def load_prior(directory: str | os.PathLike) -> tuple[BigGANGenerator, BigGANDis
         path = directory / name
         if not path.is_file():
             raise MissingWeightsError(f"missing {name} in {directory} (a folder written by gcpcolor train-prior)")
-        try:
-            state = load_file(str(path))
-        except Exception as exc:
-            raise WeightsFormatError(f"{path}: not a readable safetensors file ({exc})") from None
-        load_state_dict_strict(module, state, path)
+        load_state_dict_strict(module, read_safetensors(path), path)
         module.eval()
     return modules
 

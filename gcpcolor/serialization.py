@@ -1,8 +1,9 @@
-"""Reading and strict loading of state_dicts: the one place every checkpoint format goes through.
+"""Reading, strict loading and writing of state_dicts: the one place every checkpoint format
+goes through.
 
-Our own format (`config.json` + `model.safetensors`), training checkpoints, the authors' `.pth`
-files (`legacy.py`) and the pretrained ImageNet networks all use these helpers, so a corrupt or
-mismatched file always gives the same one-line error.
+Our own format (`config.json` + `model.safetensors`), training checkpoints, our prior folders,
+the authors' `.pth` files (`legacy.py`) and the pretrained ImageNet networks all use these
+helpers, so a corrupt or mismatched file always gives the same one-line error.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import WeightsFormatError
+from .weights import write_atomically
 
 PathLike = str | os.PathLike
 
@@ -30,6 +33,35 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise WeightsFormatError(f"{path}: expected a state_dict, found {type(data).__name__}")
     return data
+
+
+def read_safetensors(path: PathLike) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise WeightsFormatError(f"{path}: file not found") from None
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise WeightsFormatError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def write_safetensors(
+    path: PathLike,
+    state_dict: dict[str, torch.Tensor],
+    dtype: torch.dtype | None = None,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write `state_dict` atomically (readers never see half a file), on the CPU and contiguous.
+
+    With `dtype`, floating-point tensors are stored in it (integer buffers keep theirs).
+    """
+    state = {
+        key: (value.to(dtype) if dtype is not None and value.is_floating_point() else value)
+        .detach()
+        .cpu()
+        .contiguous()
+        for key, value in state_dict.items()
+    }
+    write_atomically(Path(path), lambda temporary: save_file(state, str(temporary), metadata=metadata))
 
 
 def _strip_ddp_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:

@@ -16,20 +16,14 @@ from collections.abc import Callable, Sequence
 
 import click
 
+from .cli_common import CommandError
 from .config import ConfigError
 from .data import DatasetError
-from .errors import MissingWeightsError, WeightsFormatError
-from .train import TrainingSetupError, run_training
-from .training_config import load_train_config
+from .errors import MissingWeightsError, TrainingSetupError, WeightsFormatError
+from .training.config import load_train_config
+from .training.run import run_training
 
-EXIT_USAGE = 2
 EXPECTED_ERRORS = (ConfigError, TrainingSetupError, MissingWeightsError, WeightsFormatError, DatasetError)
-
-
-class TrainingCommandError(click.ClickException):
-    """A one-line error with exit code 2 (click prints 'Error: ...', no traceback)."""
-
-    exit_code = EXIT_USAGE
 
 
 def _configure_logging() -> None:
@@ -66,15 +60,10 @@ def _run(stage: int, config_path: str, resume: str | None, overrides: Sequence[s
     _configure_logging()
     try:
         config = load_train_config(stage, config_path, overrides)
-        if stage == 0:
-            from .train_prior import run_prior_training
-
-            result = run_prior_training(config, resume)
-        else:
-            result = run_training(config, resume)
+        result = run_training(config, resume)
     except EXPECTED_ERRORS as exc:
         message = " ".join(str(exc).split("\n"))
-        raise TrainingCommandError(message) from None
+        raise CommandError(message) from None
     if result.final_dir is not None:
         click.echo(f"trained model written to {result.final_dir}")
 

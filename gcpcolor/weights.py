@@ -36,7 +36,7 @@ AUTHORS_FILES = {
     "deformator": "deformator_for_biggan.pt",
 }
 
-#: Our own format (see `Colorizer.save_pretrained`).
+#: Our own format (see `GCPColorizationModel.save_pretrained`).
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 

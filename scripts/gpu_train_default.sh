@@ -55,7 +55,7 @@ fi
 python - "$source_dir" "$OUT/default_model" <<'PY'
 import sys
 import torch
-from gcpcolor.train import export_checkpoint
+from gcpcolor.training import export_checkpoint
 export_checkpoint(sys.argv[1], sys.argv[2], dtype=torch.float16)
 print(f"exported {sys.argv[1]} to {sys.argv[2]}")
 PY

@@ -33,3 +33,32 @@ def test_bad_json(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         ColorizerConfig.load(path)
+
+
+def test_retired_fields_of_older_files_are_ignored(tmp_path):
+    # Configs written before work_size and ab_scale were retired (the bundled model's among them).
+    data = config_to_dict(ColorizerConfig.tiny())
+    data.update(work_size=256, ab_scale=110.0)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    assert ColorizerConfig.load(path) == ColorizerConfig.tiny()
+    assert ColorizerConfig.tiny().work_size == 256
+    assert "ab_scale" not in config_to_dict(ColorizerConfig()) and "work_size" not in config_to_dict(ColorizerConfig())
+
+
+def test_nested_values_lay_over_the_declared_default_and_are_typed():
+    from dataclasses import dataclass, field
+
+    from gcpcolor.config import BigGANConfig
+
+    @dataclass(frozen=True)
+    class Holder:
+        prior: BigGANConfig = field(default_factory=lambda: BigGANConfig(g_ch=8, resolution=64, attention_resolution=32))
+        scale: float = 1.0
+        sizes: tuple[int, ...] = (1, 2)
+
+    decoded = config_from_dict(Holder, {"prior": {"d_ch": 16}, "scale": "1e-4", "sizes": [3, 4, 5]})
+    assert decoded.prior == BigGANConfig(g_ch=8, d_ch=16, resolution=64, attention_resolution=32)
+    assert decoded.scale == 1e-4 and decoded.sizes == (3, 4, 5)
+    with pytest.raises(ConfigError, match="prior.g_ch: expected int"):
+        config_from_dict(Holder, {"prior": {"g_ch": "wide"}})

@@ -28,8 +28,8 @@ from gcpcolor.models.lightness_centroids import LightnessCentroidClassifier
 from gcpcolor.prior import PRIOR_CENTROIDS_FILE, PRIOR_CONFIG_FILE, load_lightness_centroids, load_prior
 from gcpcolor.pseudo_classes import cluster_photos, kmeans, write_labels_csv
 from gcpcolor.train_cli import main as train_main
-from gcpcolor.train_prior import (
-    PSEUDO_CLASSES_FILE,
+from gcpcolor.training.config import PSEUDO_CLASSES_FILE
+from gcpcolor.training.stage0_prior import (
     hinge_discriminator_loss,
     hinge_generator_loss,
     orthogonal_regularization,

@@ -257,8 +257,8 @@ def test_stage2_trains_a_semantic_model_from_a_pretrained_one_and_resumes(tmp_pa
     trained with predicted classes on unlabelled photos; then an exact resume."""
     from safetensors.torch import load_file
 
-    from gcpcolor.train import run_training
-    from gcpcolor.training_config import load_train_config
+    from gcpcolor.training.run import run_training
+    from gcpcolor.training.config import load_train_config
 
     torch.manual_seed(0)
     backbone_file = tmp_path / "lite0.pth"

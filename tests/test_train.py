@@ -17,19 +17,14 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from gcpcolor.config import ConfigError
-from gcpcolor.train import (
-    CHECKPOINT_FILES,
-    LATEST_POINTER,
-    STATE_FILE,
-    WEIGHTS_FILE,
-    CheckpointManager,
-    ColorizationTrainer,
-    EncoderTrainer,
-    TrainingSetupError,
-    run_training,
-)
+from gcpcolor.errors import TrainingSetupError
 from gcpcolor.train_cli import main as train_main
-from gcpcolor.training_config import Stage1Config, Stage2Config, load_train_config
+from gcpcolor.training.checkpoints import CHECKPOINT_FILES, LATEST_POINTER, STATE_FILE, WEIGHTS_FILE, CheckpointManager
+from gcpcolor.training.config import Stage1Config, Stage2Config, load_train_config
+from gcpcolor.training.engine import JOINT_PHASE
+from gcpcolor.training.run import run_training
+from gcpcolor.training.stage1_encoder import EncoderTrainer
+from gcpcolor.training.stage2_colorization import ColorizationTrainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -216,7 +211,7 @@ def test_stage1_gradients_reach_only_the_encoder(photos, tmp_path):
     encoder_before = parameters_of(model.encoder)
 
     batch = next(iter(trainer.loader))
-    trainer.backward_micro_batch(batch, 1.0)
+    trainer.accumulate_gradients(JOINT_PHASE, batch, 1.0)
     encoder_grads = [p.grad for p in model.encoder.parameters()]
     assert all(grad is not None for grad in encoder_grads)
     assert sum(float(grad.abs().sum()) for grad in encoder_grads) > 0

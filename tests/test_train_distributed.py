@@ -32,8 +32,9 @@ def parameter_hash(modules: dict) -> str:
 
 
 def worker(stage: int, out_dir: Path, overrides: list[str]) -> None:
-    from gcpcolor.train import TRAINERS, setup_distributed, teardown_distributed
-    from gcpcolor.training_config import load_train_config
+    from gcpcolor.training.config import load_train_config
+    from gcpcolor.training.distributed import setup_distributed, teardown_distributed
+    from gcpcolor.training.run import TRAINERS
 
     config = load_train_config(stage, CONFIGS / f"stage{stage}_tiny.yaml", overrides)
     context = setup_distributed(config.device)

@@ -12,7 +12,6 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gcpcolor.color import AB_SCALE, l_to_network
-from gcpcolor.config import register_config_type
 
 #: pix2pixHD caps the width of its PatchGAN layers at 512 channels.
 MAX_CHANNELS = 512
@@ -21,7 +20,6 @@ KERNEL_SIZE = 4
 PADDING = 2
 
 
-@register_config_type
 @dataclass(frozen=True)
 class PatchGANConfig:
     """The stage-2 adversarial discriminator: `num_scales` PatchGANs of `n_layers` stride-2 convs."""

@@ -1,17 +1,15 @@
-"""Typed configurations of the two training stages, read from YAML.
+"""Typed configurations of the three training stages, read from YAML.
 
 A config file only lists what differs from the stage's defaults (the paper's settings, see
-`Stage1Config` / `Stage2Config`); unknown keys are errors, and `--set key.sub=value` overrides
-are applied on top of the file. Values are checked against the field types, so `lr: 1e-4`
-(a string for YAML 1.1) is read as the float it is meant to be.
+`Stage1Config` / `Stage2Config`; `PriorTrainConfig` for stage 0); unknown keys are errors, and
+`--set key.sub=value` overrides are applied on top of the file. Files are decoded by
+`config.config_from_dict`, the decoder of every config of the package.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,20 +17,21 @@ from typing import Any, ClassVar
 
 import yaml
 
-from .config import ColorizerConfig, ConfigError, config_from_dict, register_config_type
-from .data import DataConfig
-from .losses import LossWeights
-from .model import Guidance
-from .models.patchgan import PatchGANConfig
+from ..augment import parse_policy
+from ..config import BigGANConfig, ColorizerConfig, ConfigError, config_from_dict, dataclass_in, field_types
+from ..data import DataConfig
+from ..losses import LossWeights
+from ..model import Guidance
+from ..models.patchgan import PatchGANConfig
 
 PRECISIONS = ("bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_PRESETS = ("full", "tiny")
 FEATURE_EXTRACTORS = ("vgg19", "prior_discriminator", "auto")
 CLASS_SOURCES = ("labels", "predicted")
+OPTIMIZERS = ("adam", "adamw")
 
 
-@register_config_type
 @dataclass(frozen=True)
 class PriorConfig:
     """Where the frozen generative prior comes from; set exactly one of these.
@@ -56,7 +55,6 @@ class PriorConfig:
     random_prior: bool = False
 
 
-@register_config_type
 @dataclass(frozen=True)
 class OptimizationConfig:
     lr: float = 1e-5
@@ -67,9 +65,9 @@ class OptimizationConfig:
     batch_size: int = 8  # per process (per GPU)
     grad_accumulation: int = 1  # micro-batches per optimizer step
     linear_decay: bool = True  # learning rate decays linearly to 0 over the run
+    optimizer: str = "adam"  # adam or adamw, with `betas`; the GAN stages use it for both sides
 
 
-@register_config_type
 @dataclass(frozen=True)
 class LoggingConfig:
     log_every: int = 50  # steps between TensorBoard scalars
@@ -79,7 +77,6 @@ class LoggingConfig:
     progress_bar: bool = True
 
 
-@register_config_type
 @dataclass(frozen=True)
 class CheckpointConfig:
     output_dir: str = "runs/train"
@@ -87,7 +84,6 @@ class CheckpointConfig:
     keep_last: int = 3  # older checkpoints are deleted; 0 keeps all
 
 
-@register_config_type
 @dataclass(frozen=True)
 class Stage1Config:
     """Stage 1, the encoder E (paper: Adam lr 1e-5, λ_ftr 1, λ_reg 0.0125, 10 epochs, 8/GPU).
@@ -112,7 +108,6 @@ class Stage1Config:
     seed: int = 0
 
 
-@register_config_type
 @dataclass(frozen=True)
 class Stage2Config:
     """Stage 2, correspondence + colorization against a PatchGAN (paper: Adam lr 1e-4,
@@ -155,7 +150,83 @@ class Stage2Config:
     class_probe_data: DataConfig | None = None
 
 
-TrainConfig = Stage1Config | Stage2Config
+# --------------------------------------------------------------------------- stage 0, the prior
+
+PSEUDO_CLASSES_FILE = "pseudo_classes.csv"
+CONDITIONING_MODES = ("clusters", "labels")
+
+
+@dataclass(frozen=True)
+class ConditioningConfig:
+    mode: str = "clusters"  # clusters: k-means pseudo-classes; labels: the data's own classes
+    num_clusters: int = 16
+
+
+@dataclass(frozen=True)
+class PriorGANConfig:
+    """The GAN recipe beyond the optimiser settings."""
+
+    augment: str = "color,translation,cutout"  # DiffAugment policy applied to all D inputs
+    ema_decay: float = 0.999
+    ema_start: int = 250  # steps before which the EMA generator just copies the generator
+    orthogonal_regularization: float = 0.0  # BigGAN's off-diagonal ortho reg; 0 disables
+    adam_eps: float = 1e-6
+
+
+def _small_prior() -> BigGANConfig:
+    return BigGANConfig(
+        g_ch=32, d_ch=32, dim_z=120, shared_dim=64, n_classes=16, resolution=64, attention_resolution=32
+    )
+
+
+@dataclass(frozen=True)
+class PriorTrainConfig:
+    """Defaults: a 64² BigGAN of width 32 for a few thousand photos on modest hardware.
+
+    BigGAN's settings: Adam (0, 0.999), G lr 1e-4, D lr 4e-4 (two-timescale), EMA 0.999.
+    """
+
+    stage: ClassVar[int] = 0
+
+    model: BigGANConfig = field(default_factory=_small_prior)
+    data: DataConfig = field(default_factory=lambda: DataConfig(image_size=64, crop_scale_min=0.8, num_workers=1))
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    gan: PriorGANConfig = field(default_factory=PriorGANConfig)
+    optim: OptimizationConfig = field(
+        default_factory=lambda: OptimizationConfig(
+            lr=1e-4, discriminator_lr=4e-4, betas=(0.0, 0.999), batch_size=32, epochs=100, linear_decay=False
+        )
+    )
+    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(log_every=25, image_every=250))
+    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(output_dir="runs/prior", save_every=250))
+    precision: str = "bf16"
+    device: str = "auto"
+    seed: int = 0
+
+
+def validate_prior_config(config: PriorTrainConfig) -> None:
+    problems = []
+    if config.conditioning.mode not in CONDITIONING_MODES:
+        problems.append(f"conditioning.mode must be one of {', '.join(CONDITIONING_MODES)}")
+    if config.conditioning.mode == "clusters" and config.conditioning.num_clusters < 1:
+        problems.append("conditioning.num_clusters must be >= 1")
+    if config.data.image_size != config.model.resolution:
+        problems.append(
+            f"data.image_size ({config.data.image_size}) must equal model.resolution ({config.model.resolution})"
+        )
+    if config.optim.grad_accumulation != 1:
+        problems.append("optim.grad_accumulation must be 1 for the prior (each step is one D and one G update)")
+    if not 0.0 <= config.gan.ema_decay < 1.0:
+        problems.append("gan.ema_decay must be in [0, 1)")
+    try:
+        parse_policy(config.gan.augment)
+    except ValueError as error:
+        problems.append(f"gan.augment: {error}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+TrainConfig = Stage1Config | Stage2Config | PriorTrainConfig
 
 
 def resolve_model_config(spec: str | Mapping[str, Any]) -> ColorizerConfig:
@@ -185,6 +256,8 @@ def validate_train_config(config: TrainConfig) -> None:
         problems.append(f"optim.discriminator_lr must be positive, got {optim.discriminator_lr}")
     if isinstance(config, Stage1Config) and optim.discriminator_lr is not None:
         problems.append("optim.discriminator_lr applies to stage 2 only")
+    if optim.optimizer not in OPTIMIZERS:
+        problems.append(f"optim.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optim.optimizer!r}")
     if not all(0.0 <= beta < 1.0 for beta in optim.betas):
         problems.append(f"optim.betas must be in [0, 1), got {list(optim.betas)}")
     for name in ("epochs", "batch_size", "grad_accumulation"):
@@ -237,8 +310,6 @@ def dump_train_config(config: TrainConfig) -> str:
 
 def stage_config_class(stage: int) -> type[TrainConfig]:
     """0: the prior (`train-prior`), 1: the encoder, 2: correspondence + colorization."""
-    from .train_prior import PriorTrainConfig  # it builds on this module
-
     classes = {0: PriorTrainConfig, 1: Stage1Config, 2: Stage2Config}
     if stage not in classes:
         raise ConfigError(f"unknown training stage {stage} (0, 1 or 2)")
@@ -270,9 +341,7 @@ def load_train_config(
 
 
 def train_config_from_dict(cls: type[TrainConfig], data: Mapping[str, Any]) -> TrainConfig:
-    defaults = config_to_plain(cls())
-    merged = _merge(defaults, dict(data), cls, prefix="")
-    config = config_from_dict(cls, merged)
+    config = config_from_dict(cls, data)
     validate_train_config(config)
     return config
 
@@ -289,11 +358,11 @@ def apply_override(data: dict[str, Any], override: str, cls: type) -> None:
     for depth, part in enumerate(parts):
         is_last = depth == len(parts) - 1
         if current_cls is not None:
-            hints = _type_hints(current_cls)
+            hints = field_types(current_cls)
             if part not in hints:
                 known = ", ".join(hints)
                 raise ConfigError(f"--set {key}: unknown option '{part}' (known: {known})")
-            next_cls = _dataclass_in(hints[part])
+            next_cls = dataclass_in(hints[part])
         else:
             next_cls = None  # inside a free-form mapping (an explicit model config)
         if is_last:
@@ -312,84 +381,3 @@ def apply_override(data: dict[str, Any], override: str, cls: type) -> None:
             raise ConfigError(f"--set {key}: '{part}' is {child!r}, not a mapping")
         target = child
         current_cls = next_cls
-
-
-def _type_hints(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _dataclass_in(annotation: Any) -> type | None:
-    for option in _union_members(annotation):
-        if isinstance(option, type) and dataclasses.is_dataclass(option):
-            return option
-    return None
-
-
-def _union_members(annotation: Any) -> tuple[Any, ...]:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return typing.get_args(annotation)
-    return (annotation,)
-
-
-def _merge(defaults: Any, value: Any, annotation: Any, prefix: str) -> Any:
-    """`value` laid over `defaults`, with leaves coerced to the annotated types."""
-    cls = _dataclass_in(annotation)
-    if cls is not None and isinstance(value, dict):
-        base = defaults if isinstance(defaults, dict) else config_to_plain(cls())
-        hints = _type_hints(cls)
-        unknown = sorted(set(value) - set(hints))
-        if unknown:
-            where = prefix.rstrip(".") or "config"
-            raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}")
-        merged = dict(base)
-        for name, item in value.items():
-            merged[name] = _merge(base.get(name), item, hints[name], f"{prefix}{name}.")
-        return merged
-    return _coerce(value, annotation, prefix.rstrip("."))
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    members = _union_members(annotation)
-    if value is None:
-        if type(None) in members:
-            return None
-        raise ConfigError(f"{key}: a value is required")
-    for option in members:
-        origin = typing.get_origin(option)
-        if option is Any or option is dict or origin is dict:
-            if option is Any or isinstance(value, dict):
-                return value
-        elif option is bool:
-            if isinstance(value, bool):
-                return value
-        elif option is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        elif option is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    continue
-        elif option is str:
-            if isinstance(value, str):
-                return value
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return str(value)
-        elif origin is tuple:
-            item_types = typing.get_args(option)
-            if isinstance(value, (list, tuple)) and len(value) == len(item_types):
-                return [_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, item_types))]
-    expected = " or ".join(_type_name(m) for m in members)
-    raise ConfigError(f"{key}: expected {expected}, got {value!r}")
-
-
-def _type_name(annotation: Any) -> str:
-    if annotation is type(None):
-        return "null"
-    if typing.get_origin(annotation) is tuple:
-        return f"a list of {len(typing.get_args(annotation))} numbers"
-    return getattr(annotation, "__name__", str(annotation))

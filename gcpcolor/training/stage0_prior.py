@@ -17,119 +17,32 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import diff_augment, parse_policy
-from .config import BigGANConfig, ConfigError, config_from_dict, config_to_dict, register_config_type
-from .data import DataConfig
-from .image_io import find_images
-from .models.biggan_discriminator import BigGANDiscriminator
-from .models.biggan_generator import BigGANGenerator
-from .prior import PRIOR_CENTROIDS_FILE, save_prior
-from .pseudo_classes import cluster_photos, write_centroids_json, write_labels_csv
-from .train import (
-    DistributedContext,
-    TrainingSetupError,
-    TrainResult,
-    _Trainer,
-    setup_distributed,
-    teardown_distributed,
-)
-from .training_config import (
-    CheckpointConfig,
-    LoggingConfig,
-    OptimizationConfig,
-)
+from ..augment import diff_augment
+from ..config import BigGANConfig, config_to_dict
+from ..errors import TrainingSetupError
+from ..image_io import find_images
+from ..models.biggan_discriminator import BigGANDiscriminator
+from ..models.biggan_generator import BigGANGenerator
+from ..prior import PRIOR_CENTROIDS_FILE, save_prior
+from ..pseudo_classes import cluster_photos, write_centroids_json, write_labels_csv
+from .config import PSEUDO_CLASSES_FILE, PriorTrainConfig, validate_prior_config
+from .distributed import DistributedContext, setup_distributed, teardown_distributed
+from .engine import Phase, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
 
-PSEUDO_CLASSES_FILE = "pseudo_classes.csv"
-CONDITIONING_MODES = ("clusters", "labels")
 #: Generator batches run to re-estimate the EMA generator's batch-norm statistics on export.
 STANDING_STATISTICS_BATCHES = 64
-
-
-@register_config_type
-@dataclass(frozen=True)
-class ConditioningConfig:
-    mode: str = "clusters"  # clusters: k-means pseudo-classes; labels: the data's own classes
-    num_clusters: int = 16
-
-
-@register_config_type
-@dataclass(frozen=True)
-class PriorGANConfig:
-    """The GAN recipe beyond the optimiser settings."""
-
-    augment: str = "color,translation,cutout"  # DiffAugment policy applied to all D inputs
-    ema_decay: float = 0.999
-    ema_start: int = 250  # steps before which the EMA generator just copies the generator
-    orthogonal_regularization: float = 0.0  # BigGAN's off-diagonal ortho reg; 0 disables
-    adam_eps: float = 1e-6
-
-
-def _small_prior() -> BigGANConfig:
-    return BigGANConfig(
-        g_ch=32, d_ch=32, dim_z=120, shared_dim=64, n_classes=16, resolution=64, attention_resolution=32
-    )
-
-
-@register_config_type
-@dataclass(frozen=True)
-class PriorTrainConfig:
-    """Defaults: a 64² BigGAN of width 32 for a few thousand photos on modest hardware.
-
-    BigGAN's settings: Adam (0, 0.999), G lr 1e-4, D lr 4e-4 (two-timescale), EMA 0.999.
-    """
-
-    stage: ClassVar[int] = 0
-
-    model: BigGANConfig = field(default_factory=_small_prior)
-    data: DataConfig = field(default_factory=lambda: DataConfig(image_size=64, crop_scale_min=0.8, num_workers=1))
-    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
-    gan: PriorGANConfig = field(default_factory=PriorGANConfig)
-    optim: OptimizationConfig = field(
-        default_factory=lambda: OptimizationConfig(
-            lr=1e-4, discriminator_lr=4e-4, betas=(0.0, 0.999), batch_size=32, epochs=100, linear_decay=False
-        )
-    )
-    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(log_every=25, image_every=250))
-    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(output_dir="runs/prior", save_every=250))
-    precision: str = "bf16"
-    device: str = "auto"
-    seed: int = 0
-
-
-def validate_prior_config(config: PriorTrainConfig) -> None:
-    problems = []
-    if config.conditioning.mode not in CONDITIONING_MODES:
-        problems.append(f"conditioning.mode must be one of {', '.join(CONDITIONING_MODES)}")
-    if config.conditioning.mode == "clusters" and config.conditioning.num_clusters < 1:
-        problems.append("conditioning.num_clusters must be >= 1")
-    if config.data.image_size != config.model.resolution:
-        problems.append(
-            f"data.image_size ({config.data.image_size}) must equal model.resolution ({config.model.resolution})"
-        )
-    if config.optim.grad_accumulation != 1:
-        problems.append("optim.grad_accumulation must be 1 for the prior (each step is one D and one G update)")
-    if not 0.0 <= config.gan.ema_decay < 1.0:
-        problems.append("gan.ema_decay must be in [0, 1)")
-    try:
-        parse_policy(config.gan.augment)
-    except ValueError as error:
-        problems.append(f"gan.augment: {error}")
-    if problems:
-        raise ConfigError("; ".join(problems))
 
 
 class PriorGAN(nn.Module):
@@ -212,7 +125,11 @@ def refresh_standing_statistics(
     generator.train(was_training)
 
 
-class PriorTrainer(_Trainer):
+class PriorTrainer(Trainer):
+    """The GAN in two phases per step: the discriminator learns from real photos and from
+    samples of the current generator, then the generator learns against the updated
+    discriminator; the EMA generator follows after both."""
+
     stage = 0
     config_class = PriorTrainConfig
 
@@ -226,12 +143,6 @@ class PriorTrainer(_Trainer):
         self.class_weights = counts / counts.sum()
         return PriorGAN(self.config.model)
 
-    def _save_model_config(self, path: Path) -> None:
-        path.write_text(json.dumps(config_to_dict(self.model.config), indent=2) + "\n")
-
-    def _same_model_config(self, path: Path) -> bool:
-        return config_from_dict(BigGANConfig, json.loads(path.read_text())) == self.model.config
-
     def _build(self) -> None:
         config, model = self.config, self.model
         model.generator.train()
@@ -239,12 +150,12 @@ class PriorTrainer(_Trainer):
         self.wrapped_generator = self._wrap(_GeneratorSampler(model.generator))
         self.wrapped_discriminator = self._wrap(model.discriminator)
         eps = config.gan.adam_eps
-        generator_optimizer = self._adam(list(model.generator.parameters()), config.optim.lr, eps)
-        discriminator_optimizer = self._adam(
+        generator_optimizer = self.make_optimizer(list(model.generator.parameters()), config.optim.lr, eps)
+        discriminator_optimizer = self.make_optimizer(
             list(model.discriminator.parameters()), config.optim.discriminator_lr or config.optim.lr, eps
         )
         self.optimizers = {"generator": generator_optimizer, "discriminator": discriminator_optimizer}
-        self.schedulers = {name: self._linear_decay(opt) for name, opt in self.optimizers.items()}
+        self.schedulers = {name: self.make_scheduler(opt) for name, opt in self.optimizers.items()}
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {
@@ -256,62 +167,64 @@ class PriorTrainer(_Trainer):
     def ddp_modules(self) -> list[nn.Module]:
         return [self.wrapped_generator, self.wrapped_discriminator]
 
+    def phases(self) -> tuple[Phase, ...]:
+        return (Phase("discriminator", ("discriminator",)), Phase("generator", ("generator",)))
+
     def _latents(self, count: int) -> torch.Tensor:
         return torch.randn(count, self.config.model.dim_z, device=self.device)
 
-    def train_step(self, micro_batches: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-        (batch,) = micro_batches
-        self._record_skipped(batch)
-        config, model = self.config, self.model
+    def accumulate_gradients(
+        self, phase: str, batch: dict[str, Any], scale: float
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         real = batch["rgb"].to(self.device, non_blocking=True) * 2 - 1
         class_ids = batch["class_id"].to(self.device, non_blocking=True)
-        policy = config.gan.augment
-        self.step_learning_rates = {name: opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}
+        if phase == "discriminator":
+            return self._discriminator_phase(real, class_ids, scale), {}
+        return self._generator_phase(real, class_ids, scale)
 
-        # Discriminator: real and generated images (classes as in the real batch) in one pass.
+    def _discriminator_phase(self, real: torch.Tensor, class_ids: torch.Tensor, scale: float) -> dict[str, torch.Tensor]:
+        """Hinge loss on real and generated images (classes as in the real batch), in one pass."""
         with torch.no_grad(), self.autocast():
             fake = self.wrapped_generator(self._latents(len(real)), class_ids)
         with self.autocast():
             scores = self.wrapped_discriminator(
-                diff_augment(torch.cat([real, fake.float()]), policy), torch.cat([class_ids, class_ids])
+                diff_augment(torch.cat([real, fake.float()]), self.config.gan.augment),
+                torch.cat([class_ids, class_ids]),
             ).float()
-        discriminator_loss = hinge_discriminator_loss(scores[: len(real)], scores[len(real) :])
-        self.optimizers["discriminator"].zero_grad(set_to_none=True)
-        discriminator_loss.backward()
-        self.optimizers["discriminator"].step()
+        loss = hinge_discriminator_loss(scores[: len(real)], scores[len(real) :])
+        (loss * scale).backward()
+        return {
+            "total": loss,
+            "discriminator": loss,
+            "real_score": scores[: len(real)].mean(),
+            "fake_score": scores[len(real) :].mean(),
+        }
 
-        # Generator: through the unwrapped, frozen discriminator, so this pass neither trains D
-        # nor enters D's DDP gradient sync.
+    def _generator_phase(
+        self, real: torch.Tensor, class_ids: torch.Tensor, scale: float
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Hinge loss through the unwrapped, frozen discriminator, so this pass neither trains
+        D nor enters D's DDP gradient sync."""
+        config, model = self.config, self.model
         model.discriminator.requires_grad_(False)
         try:
             with self.autocast():
                 fake = self.wrapped_generator(self._latents(len(real)), class_ids)
-                fake_scores = model.discriminator(diff_augment(fake.float(), policy), class_ids).float()
-            generator_loss = hinge_generator_loss(fake_scores)
-            total_generator = generator_loss
+                fake_scores = model.discriminator(diff_augment(fake.float(), config.gan.augment), class_ids).float()
+            loss = hinge_generator_loss(fake_scores)
+            total = loss
             if config.gan.orthogonal_regularization > 0:
-                total_generator = total_generator + config.gan.orthogonal_regularization * orthogonal_regularization(
-                    model.generator
-                )
-            self.optimizers["generator"].zero_grad(set_to_none=True)
-            total_generator.backward()
-            self.optimizers["generator"].step()
+                total = total + config.gan.orthogonal_regularization * orthogonal_regularization(model.generator)
+            (total * scale).backward()
         finally:
             model.discriminator.requires_grad_(True)
-        for scheduler in self.schedulers.values():
-            scheduler.step()
-        decay = config.gan.ema_decay if self.step >= config.gan.ema_start else 0.0
-        update_ema(model.generator_ema, model.generator, decay)
-
-        terms = {
-            "total": float(discriminator_loss.detach() + generator_loss.detach()),
-            "discriminator": float(discriminator_loss.detach()),
-            "generator": float(generator_loss.detach()),
-            "real_score": float(scores[: len(real)].mean().detach()),
-            "fake_score": float(scores[len(real) :].mean().detach()),
-        }
         visuals = {"real": (real + 1) / 2, "generated": (fake.detach().float() + 1) / 2}
-        return terms, visuals
+        return {"total": loss, "generator": loss}, visuals
+
+    def after_step(self) -> None:
+        gan = self.config.gan
+        decay = gan.ema_decay if self.step >= gan.ema_start else 0.0
+        update_ema(self.model.generator_ema, self.model.generator, decay)
 
     def _export(self, folder: Path) -> None:
         generator = copy.deepcopy(self.model.generator_ema)
@@ -365,9 +278,3 @@ def run_prior_training(config: PriorTrainConfig, resume: str | os.PathLike | boo
     finally:
         teardown_distributed(context)
 
-
-__all__ = [
-    "PriorTrainConfig",
-    "PriorTrainer",
-    "run_prior_training",
-]
