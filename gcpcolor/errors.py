@@ -14,3 +14,7 @@ class MissingWeightsError(FileNotFoundError):
 
 class WeightsFormatError(ValueError):
     """A weight file exists but cannot be read, or does not match the model it is loaded into."""
+
+
+class InvalidResultError(ValueError):
+    """A colorization produced values that are not numbers (NaN or infinity); one-line message."""

@@ -288,7 +288,7 @@ def test_an_all_black_result_is_a_failure(tmp_path, tiny_weights, monkeypatch):
     def black(self, images, *args, **kwargs):
         results = real(self, images, *args, **kwargs)
         for result in results:
-            result.image = np.zeros_like(result.image)
+            result.pixels = np.zeros_like(result.pixels)
         return results
 
     monkeypatch.setattr(Colorizer, "colorize_batch", black)
