@@ -245,7 +245,9 @@ def _failure_message(error: Exception, activity: str = "colorizing") -> str:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--resize", "resize_mode", type=click.Choice(["pad", "stretch"]), default="pad", show_default=True,
-              help="How the photo is fit to the 256² working size (the output keeps its own size either way).")
+              help="How the photo is fit to the 256² working size: pad keeps its shape (reflection padding); "
+                   "stretch squashes it exactly as the authors' code does, with their Lab constants. "
+                   "The output keeps its own size either way.")
 @click.option("--save-exemplar", is_flag=True, help="Also save the GAN exemplar and its warped version.")
 @click.option("--suffix", default="_color", show_default=True, callback=_file_name_suffix,
               help="Added to output file names.")
