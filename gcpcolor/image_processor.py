@@ -41,6 +41,9 @@ RESIZE_MODES = ("pad", "stretch")
 #: temporaries of one strip (about 15 floats a pixel) stay under 100 MB.
 DEFAULT_STRIP_PIXELS = 1 << 20
 
+# Above this, the ab map widened to the photo's width is made strip by strip instead.
+_MAX_WIDENED_BYTES = 64 * 2**20
+
 # PyTorch's bicubic kernel (Keys' cubic convolution with a = -0.75), which the authors use too.
 _CUBIC_A = -0.75
 
@@ -189,19 +192,27 @@ class ImageProcessor:
         """L of `pixels` joined with `ab` (1, 2, h, w), which covers the whole photo at any size,
         as RGB of `result_dtype(pixels)`, built strip by strip into the result."""
         height, width = pixels.shape[:2]
-        ab_height, ab_width = ab.shape[-2:]
+        ab_height = ab.shape[-2]
         row_indices, row_weights = _bicubic_taps(ab_height, height)
         result = np.empty((height, width, 3), dtype=result_dtype(pixels))
         scale = full_scale(result.dtype)
-        ab = ab[0]
+        # Upsampling is separable. Along the width PyTorch's own bicubic does it, for all of the
+        # small map's rows at once when that map is small (it is, but for extreme panoramas in
+        # stretch mode), else strip by strip; along the height the rows of each strip mix the
+        # map's rows with the weights of the whole image's source positions.
+        widened = None
+        if 2 * ab_height * width * 4 <= _MAX_WIDENED_BYTES:
+            widened = F.interpolate(ab, size=(ab_height, width), mode="bicubic", align_corners=False)[0]
         for rows in self.strips(height, width):
-            # Upsampling is separable: rows first on the small map, then PyTorch's own bicubic
-            # along the width, with the same source positions as for the whole photo.
             indices, weights = row_indices[rows], row_weights[rows]
-            ab_rows = sum(ab[:, indices[:, k], :] * weights[:, k, None] for k in range(4))
-            ab_strip = F.interpolate(ab_rows[None], size=(rows.stop - rows.start, width), mode="bicubic",
-                                     align_corners=False)
-            lab = torch.cat([lightness(pixels[rows], convention), ab_strip], dim=1)
+            source = widened if widened is not None else ab[0]
+            ab_strip = source[:, indices[:, 0], :] * weights[:, 0, None]
+            for k in range(1, 4):
+                ab_strip.addcmul_(source[:, indices[:, k], :], weights[:, k, None])
+            if widened is None:
+                ab_strip = F.interpolate(ab_strip[None], size=(rows.stop - rows.start, width), mode="bicubic",
+                                         align_corners=False)[0]
+            lab = torch.cat([lightness(pixels[rows], convention), ab_strip[None]], dim=1)
             rgb = lab_to_rgb(lab, convention)[0].permute(1, 2, 0)
             result[rows] = torch.round(rgb * scale).numpy()
         return result

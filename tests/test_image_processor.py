@@ -40,9 +40,12 @@ def _as_float_rgb(pixels: np.ndarray) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- strips = whole
+@pytest.mark.parametrize("widen_at_once", [True, False], ids=["widened", "per-strip"])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("ab_shape", [(12, 16), (40, 70), (37, 53)])
-def test_composition_in_strips_equals_the_whole_image(channels, ab_shape):
+def test_composition_in_strips_equals_the_whole_image(channels, ab_shape, widen_at_once, monkeypatch):
+    if not widen_at_once:  # the path for ab maps too wide to widen in one piece
+        monkeypatch.setattr("gcpcolor.image_processor._MAX_WIDENED_BYTES", 0)
     pixels = _smooth_photo(37, 53, channels)
     ab = _random_ab(80)[:, :, : ab_shape[0], : ab_shape[1]].contiguous()
     # The untiled reference: everything at full size at once.
