@@ -1,10 +1,11 @@
 """Reading and writing photos robustly.
 
 Inputs come from archives and family scans: any common format, gray or colour, 16-bit, palette,
-with alpha, CMYK, rotated by an EXIF tag, tiny or huge. `load_image` turns all of them into one
-float RGB array and reports every expected problem as an `ImageInputError` whose message is one
-line naming the file, so the command line can print it and move on. `save_image` writes
-atomically: a reader never sees a half-written file, and a failed save leaves nothing behind.
+with alpha, CMYK, rotated by an EXIF tag, tiny or huge. `load_pixels` turns all of them into one
+compact array at their own bit depth (`load_image` into float RGB) and reports every expected
+problem as an `ImageInputError` whose message is one line naming the file, so the command line
+can print it and move on. `save_image` writes atomically: a reader never sees a half-written
+file, and a failed save leaves nothing behind; 16-bit results stay 16-bit in PNG and TIFF.
 """
 
 from __future__ import annotations
