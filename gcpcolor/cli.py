@@ -19,7 +19,7 @@ from .classes import ClassNotFoundError, IMAGENET_CLASSES, resolve_class
 from .cli_common import DEMO_NOTICE, EXIT_INPUT_ERRORS, CommandError
 from .cli_common import echo_err as _echo_err
 from .config import ConfigError
-from .errors import MissingWeightsError, WeightsFormatError
+from .errors import InvalidResultError, MissingWeightsError, WeightsFormatError
 from .evaluate_cli import evaluate_command
 from .train_cli import train_command, train_encoder_command, train_prior_command
 from .image_io import (
@@ -30,7 +30,7 @@ from .image_io import (
     broken_result_reason,
     find_images,
     is_out_of_memory,
-    load_image,
+    load_pixels,
     one_line_message,
     output_path,
     save_image,
@@ -49,6 +49,9 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+#: Photos are loaded into a batch until they hold this many bytes: a batch of small photos runs in
+#: one forward pass, a huge scan runs alone, so memory does not grow with --batch-size times its size.
+BATCH_BYTES = 256 * 2**20
 #: More results than this per photo is a typing mistake, not a plan (and each is a forward pass).
 MAX_RESULTS_PER_PHOTO = 1000
 #: The longest walk along a latent direction; see MAX_SIGMA for why huge latents are refused.
@@ -192,6 +195,8 @@ def _jobs_to_run(jobs: list[_Job], overwrite: bool, skip_existing: bool) -> tupl
 
 
 def _failure_message(error: Exception, activity: str = "colorizing") -> str:
+    if isinstance(error, InvalidResultError):
+        return str(error)
     if is_out_of_memory(error):
         return f"out of memory while {activity} (try a smaller --batch-size or photo)"
     return f"failed while {activity}: {type(error).__name__}: {one_line_message(error)}"
@@ -221,7 +226,9 @@ def _failure_message(error: Exception, activity: str = "colorizing") -> str:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--resize", "resize_mode", type=click.Choice(["pad", "stretch"]), default="pad", show_default=True,
-              help="How the photo is fit to the 256² working size (the output keeps its own size either way).")
+              help="How the photo is fit to the 256² working size: pad keeps its shape (reflection padding); "
+                   "stretch squashes it exactly as the authors' code does, with their Lab constants. "
+                   "The output keeps its own size either way.")
 @click.option("--save-exemplar", is_flag=True, help="Also save the GAN exemplar and its warped version.")
 @click.option("--suffix", default="_color", show_default=True, callback=_file_name_suffix,
               help="Added to output file names.")
@@ -307,11 +314,13 @@ def colorize(
     def write_results(job: _Job, results) -> bool:
         ok = True
         for index, result in enumerate(results):
-            if not usable(job, result.image):
+            # Each full-resolution result is composed, checked, written and freed in turn.
+            if not usable(job, result.pixels):
                 ok = False
                 continue
             target = names.result(job.target, index)
-            ok &= write(result.image, target)
+            ok &= write(result.pixels, target)
+            result.release()
             if save_exemplar:
                 ok &= write(result.exemplar, _with_suffix(target, "exemplar"))
                 ok &= write(result.warped_exemplar, _with_suffix(target, "warped"))
@@ -320,11 +329,11 @@ def colorize(
     def write_transition(job: _Job) -> bool:
         frames = colorizer.transition(job.rgb, direction, shift=shift, steps=steps, class_id=class_spec,
                                       resize_mode=resize_mode, batch_size=batch_size)
-        if not all([usable(job, frame.image) for frame in frames]):
+        if not all([usable(job, frame.pixels) for frame in frames]):
             return False
-        ok = all([write(frame.image, names.frame(job.target, index)) for index, frame in enumerate(frames)])
+        ok = all([write(frame.pixels, names.frame(job.target, index)) for index, frame in enumerate(frames)])
         try:
-            save_animation([frame.image for frame in frames], names.animation(job.target), overwrite=overwrite)
+            save_animation([frame.pixels for frame in frames], names.animation(job.target), overwrite=overwrite)
         except OSError as exc:
             _echo_err(f"error: {exc}")
             ok = False
@@ -344,7 +353,7 @@ def colorize(
     def load(job: _Job) -> bool:
         nonlocal failures
         try:
-            job.rgb = load_image(job.source)
+            job.rgb = load_pixels(job.source)
             return True
         except ImageInputError as exc:
             _echo_err(f"error: {exc}")
@@ -354,8 +363,16 @@ def colorize(
         progress.update(1)
         return False
 
-    for start in range(0, len(pending), batch_size):
-        batch = [job for job in pending[start : start + batch_size] if load(job)]
+    next_job = 0
+    while next_job < len(pending):
+        batch: list[_Job] = []
+        loaded_bytes = 0
+        while next_job < len(pending) and len(batch) < batch_size and loaded_bytes < BATCH_BYTES:
+            job = pending[next_job]
+            next_job += 1
+            if load(job):
+                batch.append(job)
+                loaded_bytes += job.rgb.nbytes
         if direction is not None:
             for job in batch:
                 attempt(job, lambda job=job: write_transition(job))

@@ -22,3 +22,7 @@ class TrainingSetupError(ValueError):
 
 class EvaluationError(Exception):
     """An expected problem with the inputs or outputs of an evaluation; the message is one line."""
+
+
+class InvalidResultError(ValueError):
+    """A colorization produced values that are not numbers (NaN or infinity); one-line message."""

@@ -35,7 +35,15 @@ from .evaluation_report import (
     check_report_target,
     check_results_target,
 )
-from .image_io import ImageInputError, find_images, load_image, output_path, save_image
+from .image_io import (
+    ImageInputError,
+    find_images,
+    load_image,
+    load_pixels,
+    output_path,
+    pixels_to_float_rgb,
+    save_image,
+)
 from .metrics import (
     COLORFULNESS_VARIANTS,
     DEFAULT_COLORFULNESS_VARIANT,
@@ -102,14 +110,12 @@ class Preprocessing:
         return np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
 
 
-def gray_version(rgb: np.ndarray) -> np.ndarray:
-    """The colour-free version of a photo: its CIELAB L with a = b = 0, as float RGB in [0, 1]."""
-    import torch
+def gray_version(pixels: np.ndarray) -> np.ndarray:
+    """The colour-free version of a photo: its CIELAB L with a = b = 0, as RGB pixels (uint8 for
+    an 8-bit photo, else uint16), made by the same code that composes colorized results."""
+    from .image_processor import ImageProcessor
 
-    from .color import gray_to_rgb, rgb_to_l
-
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32).transpose(2, 0, 1))[None]
-    return gray_to_rgb(rgb_to_l(tensor))[0].permute(1, 2, 0).numpy()
+    return ImageProcessor().gray_rendering(pixels)
 
 
 # --------------------------------------------------------------------------- pairing
@@ -370,7 +376,7 @@ def evaluate_folders(
             continue
         if preprocessing.mode == "none":
             _check_sizes(raw, truth_rgb, {name: pairing.methods[name][key] for name in methods})
-        gray = gray_version(truth_rgb) if include_gray or index in sampled else None
+        gray = pixels_to_float_rgb(gray_version(truth_rgb)) if include_gray or index in sampled else None
         if include_gray:
             raw[GRAY_METHOD] = gray
         truth = preprocessing.apply(truth_rgb)
@@ -465,12 +471,13 @@ def colorize_folder(
             batch: list[tuple[Path, np.ndarray]] = []
             for path, relative in found[start : start + batch_size]:
                 try:
-                    batch.append((relative, gray_version(load_image(path))))
+                    batch.append((relative, gray_version(load_pixels(path))))
                 except ImageInputError as exc:
                     problems.append(str(exc))
             results = colorizer.colorize_batch([gray for _, gray in batch]) if batch else []
             for (relative, _), result in zip(batch, results):
-                save_image(result.image, output_path(relative, output, suffix=suffix, extension=".png"), overwrite=overwrite)
+                save_image(result.pixels, output_path(relative, output, suffix=suffix, extension=".png"), overwrite=overwrite)
+                result.release()
             bar.update(len(found[start : start + batch_size]))
     return problems
 

@@ -6,29 +6,31 @@
     result.save("grandma_1932_color.png")
 
 The networks work at 256²; the predicted ab is upsampled bicubically to the photo's own size and
-joined with its ORIGINAL full-resolution L, so no detail of the scan is lost (docs/architecture.md).
+joined with its ORIGINAL full-resolution L, so no detail of the scan is lost. The conversions on
+both sides of the networks are `image_processor.ImageProcessor`'s (docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, class_name, resolve_class
-from .color import lab_to_rgb, l_to_network, rgb_to_lab
 from .config import ColorizerConfig
 from .devices import resolve_device
 from .errors import MissingWeightsError
 from . import image_io
-from .image_io import load_image, save_image
+from .image_io import load_pixels, pixels_to_float_rgb, save_image
+from .image_processor import RESIZE_MODES, ImageProcessor, PreparedPhoto, check_pixels
 from .model import GCPColorizationModel
 from .weights import (
     AUTHORS_FILES,
@@ -43,18 +45,48 @@ logger = logging.getLogger(__name__)
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 ClassSpec = int | str | None
-RESIZE_MODES = ("pad", "stretch")
 
 
 @dataclass
 class ColorizeResult:
-    image: np.ndarray  # (H, W, 3) float32 RGB in [0, 1] at the input's full resolution
+    """One colouring of a photo.
+
+    The full-resolution image is composed the first time `pixels` (or `image`, or `save`) asks
+    for it and kept until `release()`: many results of one huge photo (samples, transition
+    frames) hold only their small ab map until then.
+    """
+
     class_id: int
     exemplar: np.ndarray  # BigGAN inversion, (256, 256, 3) RGB in [0, 1]
     warped_exemplar: np.ndarray  # the exemplar warped onto the photo, (256, 256, 3)
     z: torch.Tensor  # latent used, (dim_z,)
 
     num_classes: int = NUM_IMAGENET_CLASSES  # of the prior that made it
+    compose: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+    _pixels: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """(H, W, 3) RGB at the input's full resolution: uint8 for 8-bit photos, else uint16."""
+        if self._pixels is None:
+            if self.compose is None:
+                raise ValueError("this result has no image")
+            self._pixels = self.compose()
+        return self._pixels
+
+    @pixels.setter
+    def pixels(self, value: np.ndarray) -> None:
+        self._pixels = value
+
+    @property
+    def image(self) -> np.ndarray:
+        """(H, W, 3) float32 RGB in [0, 1] at full resolution (a new array on each call)."""
+        return pixels_to_float_rgb(self.pixels)
+
+    def release(self) -> None:
+        """Free the full-resolution image; it is composed again if asked for."""
+        if self.compose is not None:
+            self._pixels = None
 
     @property
     def class_name(self) -> str:
@@ -63,35 +95,37 @@ class ColorizeResult:
         return class_name(self.class_id)
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
-        save_image(self.image, path, overwrite=overwrite)
+        """Write the full-resolution result; 16-bit photos give 16-bit PNG and TIFF files."""
+        save_image(self.pixels, path, overwrite=overwrite)
 
 
-@dataclass
-class _Prepared:
-    lightness: torch.Tensor  # (1, 1, H, W) full-resolution L in 0..100
-    work_input: torch.Tensor  # (1, 1, S, S) network input L/50 - 1
-    crop: tuple[int, int, int, int]  # top, left, height, width of the photo inside the S² canvas
+def to_pixels(image: ImageLike) -> np.ndarray:
+    """Any supported image input as the image processor's pixels: (H, W) or (H, W, 3); uint8 and
+    uint16 kept as they are (no copy), other integers scaled by their type's range and floats
+    clipped to [0, 1], both as float32."""
+    if isinstance(image, (str, os.PathLike)):
+        return load_pixels(image)
+    if isinstance(image, Image.Image):
+        return image_io.pil_to_pixels(image)
+    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if isinstance(image, torch.Tensor) and array.ndim == 3 and array.shape[0] in (1, 3):
+        array = array.transpose(1, 2, 0)  # CHW tensors -> HWC
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.dtype not in (np.uint8, np.uint16):
+        if np.issubdtype(array.dtype, np.integer):
+            array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+        array = np.asarray(array, dtype=np.float32)
+        if array.size and not (np.isfinite(array).all() and 0.0 <= array.min() and array.max() <= 1.0):
+            array = np.clip(np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    if array.ndim not in (2, 3) or min(array.shape[:2], default=0) < 1:
+        raise ValueError(f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {array.shape}")
+    return check_pixels(array)
 
 
 def to_rgb_array(image: ImageLike) -> np.ndarray:
     """Any supported image input as a float32 (H, W, 3) RGB array in [0, 1]."""
-    if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
-    if isinstance(image, Image.Image):
-        return image_io.pil_to_rgb_array(image)
-    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if isinstance(image, torch.Tensor) and array.ndim == 3 and array.shape[0] in (1, 3):
-        array = array.transpose(1, 2, 0)  # CHW tensors -> HWC
-    if np.issubdtype(array.dtype, np.integer):
-        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
-    array = np.asarray(array, dtype=np.float32)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3) or min(array.shape[:2]) < 1:
-        raise ValueError(f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {array.shape}")
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    return np.clip(array, 0.0, 1.0)
+    return pixels_to_float_rgb(to_pixels(image))
 
 
 class Colorizer:
@@ -112,6 +146,7 @@ class Colorizer:
             classifier = default_imagenet_classifier(model.config)
         self.classifier = classifier.to(self.device).eval() if classifier is not None else None
         self.is_demo = is_demo
+        self.processor = ImageProcessor(model.config.work_size)
 
     @property
     def config(self) -> ColorizerConfig:
@@ -176,35 +211,12 @@ class Colorizer:
             torch.random.set_rng_state(generator_state)
         return cls(model, device=device, is_demo=True, **kwargs)
 
-    # ----------------------------------------------------------------- preprocessing
-    def _prepare(self, rgb: np.ndarray, resize_mode: str) -> _Prepared:
-        if resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
-        size = self.work_size
-        tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
-        lightness = rgb_to_lab(tensor)[:, 0:1]
-        height, width = lightness.shape[-2:]
-        if resize_mode == "stretch":
-            new_h, new_w = size, size
-        else:
-            scale = size / max(height, width)
-            new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-        small = F.interpolate(lightness, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-        top, left = (size - new_h) // 2, (size - new_w) // 2
-        padding = (left, size - new_w - left, top, size - new_h - top)
-        if any(padding):
-            # Reflection keeps image statistics for the GAN inversion; it needs pad < side.
-            mode = "reflect" if max(padding) < min(new_h, new_w) else "replicate"
-            small = F.pad(small, padding, mode=mode)
-        return _Prepared(lightness, l_to_network(small), (top, left, new_h, new_w))
+    # ----------------------------------------------------------------- pre- and post-processing
+    def _prepare(self, image: ImageLike, resize_mode: str) -> PreparedPhoto:
+        return self.processor.preprocess(to_pixels(image), resize_mode)
 
-    def _finish(self, prepared: _Prepared, ab: torch.Tensor) -> np.ndarray:
-        top, left, height, width = prepared.crop
-        ab = ab[:, :, top : top + height, left : left + width].float().cpu()
-        full_h, full_w = prepared.lightness.shape[-2:]
-        ab = F.interpolate(ab, size=(full_h, full_w), mode="bicubic", align_corners=False)
-        rgb = lab_to_rgb(torch.cat([prepared.lightness, ab], dim=1))
-        return rgb[0].permute(1, 2, 0).numpy()
+    def _finish(self, prepared: PreparedPhoto, ab: torch.Tensor) -> np.ndarray:
+        return self.processor.postprocess(prepared, ab)
 
     # ----------------------------------------------------------------- classes
     def resolve_classes(self, specs: Sequence[ClassSpec], work_inputs: torch.Tensor) -> torch.Tensor:
@@ -246,7 +258,7 @@ class Colorizer:
     @torch.no_grad()
     def top_classes(self, image: ImageLike, k: int = 5, resize_mode: str = "pad") -> list[tuple[int, float]]:
         """The k most likely classes of the prior for a photo, as (class id, probability)."""
-        prepared = self._prepare(to_rgb_array(image), resize_mode)
+        prepared = self._prepare(image, resize_mode)
         probabilities = torch.softmax(self.class_scores(prepared.work_input).float(), dim=1)[0]
         values, indices = probabilities.topk(min(k, probabilities.numel()))
         return [(int(i), float(v)) for i, v in zip(indices, values)]
@@ -267,7 +279,7 @@ class Colorizer:
             class_ids = [class_ids] * len(images)
         if len(class_ids) != len(images):
             raise ValueError(f"{len(images)} images but {len(class_ids)} class ids")
-        prepared = [self._prepare(to_rgb_array(image), resize_mode) for image in images]
+        prepared = [self._prepare(image, resize_mode) for image in images]
         work = torch.cat([p.work_input for p in prepared]).to(self.device)
         classes = self.resolve_classes(list(class_ids), work)
         z = None if latents is None else latents.to(self.device)
@@ -276,12 +288,12 @@ class Colorizer:
         warped = _to_images(output.warped_exemplar)
         return [
             ColorizeResult(
-                image=self._finish(p, output.ab[i : i + 1]),
                 class_id=int(classes[i]),
                 exemplar=exemplars[i],
                 warped_exemplar=warped[i],
                 z=output.z[i].cpu(),
                 num_classes=self.config.biggan.n_classes,
+                compose=functools.partial(self._finish, p, output.ab[i : i + 1].detach().float().cpu()),
             )
             for i, p in enumerate(prepared)
         ]
@@ -293,7 +305,7 @@ class Colorizer:
     @torch.no_grad()
     def invert(self, image: ImageLike, class_id: ClassSpec = None, resize_mode: str = "pad") -> tuple[torch.Tensor, int]:
         """The encoder's latent z (1, dim_z) and the class used, for a photo."""
-        prepared = self._prepare(to_rgb_array(image), resize_mode)
+        prepared = self._prepare(image, resize_mode)
         work = prepared.work_input.to(self.device)
         classes = self.resolve_classes([class_id], work)
         return self.model.invert(work, classes), int(classes[0])
@@ -313,7 +325,7 @@ class Colorizer:
         """
         if samples < 1:
             raise ValueError("samples must be >= 1")
-        rgb = to_rgb_array(image)
+        rgb = to_pixels(image)
         generator = torch.Generator().manual_seed(seed)
         results = []
         for spec in list(class_ids) if class_ids else [None]:
@@ -337,7 +349,7 @@ class Colorizer:
         """Walk z along latent-deformator direction `direction` over [-shift, shift] in `steps`."""
         if steps < 2:
             raise ValueError("steps must be >= 2")
-        rgb = to_rgb_array(image)
+        rgb = to_pixels(image)
         z, resolved = self.invert(rgb, class_id, resize_mode)
         shifts = torch.linspace(-shift, shift, steps)
         walked = self.model.shift_latent(z, direction, shifts)
@@ -380,7 +392,7 @@ def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: f
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
-    pictures = [Image.fromarray(np.round(np.clip(f, 0, 1) * 255).astype(np.uint8)) for f in frames]
+    pictures = [Image.fromarray(image_io.to_8_bit(np.asarray(frame))) for frame in frames]
     sequence = pictures + pictures[-2:0:-1]
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -398,5 +410,6 @@ __all__ = [
     "resolve_device",
     "save_animation",
     "save_model_pretrained",
+    "to_pixels",
     "to_rgb_array",
 ]

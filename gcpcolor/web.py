@@ -16,11 +16,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-import numpy as np
 from PIL import Image
 
 from .classes import ClassNotFoundError
-from .image_io import ImageInputError, broken_result_reason, is_out_of_memory, load_image, one_line_message
+from .errors import InvalidResultError
+from .image_io import (
+    ImageInputError,
+    broken_result_reason,
+    is_out_of_memory,
+    load_pixels,
+    one_line_message,
+    to_8_bit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -190,11 +197,11 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"sigma must be a number from 0 to {MAX_SIGMA:g}")
             class_spec = query.get("class") or None
             try:
-                # load_image reads files: it is the one place that knows every odd photo format.
+                # load_pixels reads files: it is the one place that knows every odd photo format.
                 with tempfile.TemporaryDirectory() as folder:
                     path = Path(folder) / "upload"
                     path.write_bytes(body)
-                    rgb = load_image(path)
+                    rgb = load_pixels(path)
             except ImageInputError as exc:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(exc).replace(str(path), "upload")) from None
             try:
@@ -206,11 +213,14 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
                         result = colorizer.colorize(rgb, class_id=class_spec)
             except ClassNotFoundError as exc:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
-            problem = broken_result_reason(rgb, result.image)
+            try:
+                problem = broken_result_reason(rgb, result.pixels)
+            except InvalidResultError as exc:
+                problem = str(exc)
             if problem is not None:
                 raise RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, problem)
             buffer = io.BytesIO()
-            Image.fromarray(np.round(result.image * 255).astype(np.uint8)).save(buffer, format="PNG")
+            Image.fromarray(to_8_bit(result.pixels)).save(buffer, format="PNG")
             self._send(HTTPStatus.OK, buffer.getvalue(), "image/png",
                        {"X-Class-Id": str(result.class_id), "X-Class-Name": result.class_name})
 

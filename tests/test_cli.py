@@ -272,6 +272,48 @@ def test_a_failing_photo_is_reported_and_the_batch_goes_on(tmp_path, tiny_weight
     assert written == sorted(f"{stem}{suffix}" for stem in "abc" for suffix in suffixes)
 
 
+def test_running_out_of_memory_while_composing_a_result_costs_that_photo_only(tmp_path, tiny_weights, monkeypatch):
+    # The full-resolution result is composed after the networks, when it is written: a failure
+    # there (the likeliest place to run out of memory for a huge scan) is one line too.
+    from gcpcolor.image_processor import ImageProcessor
+
+    real = ImageProcessor.postprocess
+
+    def postprocess(self, prepared, ab):
+        if prepared.pixels.shape[1] == 33:
+            raise MemoryError()
+        return real(self, prepared, ab)
+
+    monkeypatch.setattr(ImageProcessor, "postprocess", postprocess)
+    album = tmp_path / "album"
+    for name in ["a.png", "b.png"]:
+        _photo(album / name)
+    _photo(album / "wide.png", size=(33, 20))
+    result = run("colorize", str(album), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights))
+    assert result.exit_code == 1
+    line = _one_line_error(result)
+    assert line.startswith(f"error: {album / 'wide.png'}: ") and "out of memory" in line
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["a_color.png", "b_color.png"]
+
+
+def _png_depth(path: Path) -> tuple[int, int]:
+    """(bit depth, colour type) from a PNG's header chunk."""
+    header = path.read_bytes()[:26]
+    assert header[12:16] == b"IHDR"
+    return header[24], header[25]
+
+
+def test_16_bit_scans_give_16_bit_results_and_8_bit_photos_8_bit(tmp_path, tiny_weights):
+    ramp = np.linspace(2000, 63000, 40 * 30).reshape(30, 40).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "scan16.png")
+    _photo(tmp_path / "photo8.png", size=(40, 30))
+    result = run("colorize", str(tmp_path / "scan16.png"), str(tmp_path / "photo8.png"), "-o", str(tmp_path / "out"),
+                 "--weights", str(tiny_weights))
+    assert result.exit_code == 0, result.output
+    assert _png_depth(tmp_path / "out" / "scan16_color.png") == (16, 2)  # 16-bit RGB
+    assert _png_depth(tmp_path / "out" / "photo8_color.png") == (8, 2)
+
+
 def test_nan_pixels_give_a_real_result(tmp_path, tiny_weights):
     values = np.random.default_rng(0).random((20, 30)).astype(np.float32)
     values[::3, ::4] = np.nan
@@ -288,7 +330,7 @@ def test_an_all_black_result_is_a_failure(tmp_path, tiny_weights, monkeypatch):
     def black(self, images, *args, **kwargs):
         results = real(self, images, *args, **kwargs)
         for result in results:
-            result.image = np.zeros_like(result.image)
+            result.pixels = np.zeros_like(result.pixels)
         return results
 
     monkeypatch.setattr(Colorizer, "colorize_batch", black)

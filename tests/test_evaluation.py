@@ -106,13 +106,17 @@ def test_preprocessing_modes():
 
 
 def test_gray_version_keeps_lightness_and_drops_colour():
-    rgb = _colour_photo(3).astype(np.float32) / 255
-    gray = gray_version(rgb)
-    assert np.allclose(gray[..., 0], gray[..., 1], atol=1e-3) and np.allclose(gray[..., 1], gray[..., 2], atol=1e-3)
+    pixels = np.rint(_colour_photo(3)).astype(np.uint8)
+    gray = gray_version(pixels)
+    assert gray.dtype == np.uint8 and gray.shape == pixels.shape  # an 8-bit photo gives an 8-bit gray
+    rgb, gray = pixels.astype(np.float32) / 255, gray.astype(np.float32) / 255
+    assert np.abs(gray[..., 0] - gray[..., 1]).max() <= 1 / 255 + 1e-6
+    assert np.abs(gray[..., 1] - gray[..., 2]).max() <= 1 / 255 + 1e-6
     lab_in = rgb_to_lab(torch.from_numpy(rgb.transpose(2, 0, 1))[None])
     lab_out = rgb_to_lab(torch.from_numpy(np.ascontiguousarray(gray.transpose(2, 0, 1)))[None])
-    assert torch.allclose(lab_in[:, 0], lab_out[:, 0], atol=0.05)
-    assert lab_out[:, 1:].abs().max() < 0.05
+    # Rounding to 8 bits moves L by at most about a third of a unit and leaves a trace of chroma.
+    assert torch.allclose(lab_in[:, 0], lab_out[:, 0], atol=0.4)
+    assert lab_out[:, 1:].abs().max() < 1.0
 
 
 # --------------------------------------------------------------------------- metrics over folders

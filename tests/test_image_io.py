@@ -473,7 +473,12 @@ def test_failed_encode_leaves_nothing_behind(
         fp.write(b"half an image")
         raise OSError("disk full")
 
+    def failing_write(stream, pixels) -> None:  # our own PNG writer, for pixel arrays
+        stream.write(b"half an image")
+        raise OSError("disk full")
+
     monkeypatch.setattr(Image.Image, "save", failing_save)
+    monkeypatch.setattr("gcpcolor.image_io._write_png", failing_write)
     target = existing if overwrite else tmp_path / "new.png"
     with pytest.raises(ImageOutputError) as error:
         save_image(np.ones((2, 2, 3)), target, overwrite=overwrite)
@@ -486,12 +491,11 @@ def test_killed_save_leaves_a_temporary_that_a_later_start_removes(tmp_path: Pat
     # kill -9 in the middle of writing: os._exit skips every cleanup, as a real kill would.
     script = (
         "import os, sys, numpy as np\n"
-        "from PIL import Image\n"
-        "from gcpcolor.image_io import save_image\n"
-        "def killed(self, fp, *args, **kwargs):\n"
-        "    fp.write(b'half an image'); fp.flush(); os._exit(9)\n"
-        "Image.Image.save = killed\n"
-        "save_image(np.zeros((2, 2, 3)), sys.argv[1])\n"
+        "import gcpcolor.image_io as image_io\n"
+        "def killed(stream, pixels):\n"
+        "    stream.write(b'half an image'); stream.flush(); os._exit(9)\n"
+        "image_io._write_png = killed\n"
+        "image_io.save_image(np.zeros((2, 2, 3)), sys.argv[1])\n"
     )
     killed = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.png")])
     assert killed.wait(timeout=120) == 9

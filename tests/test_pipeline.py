@@ -44,7 +44,8 @@ def test_zero_ab_returns_the_original_gray_exactly(demo_colorizer):
     gray = np.repeat(_gray_photo(33, 47)[:, :, None], 3, axis=2)
     prepared = demo_colorizer._prepare(gray, "pad")
     restored = demo_colorizer._finish(prepared, torch.zeros(1, 2, 256, 256))
-    assert np.abs(restored - gray).max() < 1 / 255
+    assert restored.dtype == np.uint16  # float photos keep their depth
+    assert np.abs(restored / 65535.0 - gray).max() < 1 / 255
 
 
 def test_colour_input_is_converted_to_lightness(demo_colorizer):

@@ -153,7 +153,7 @@ def test_an_all_black_result_is_answered_500(server, demo_colorizer, monkeypatch
 
     def black(rgb, *args, **kwargs):
         result = real(rgb, *args, **kwargs)
-        result.image = np.zeros_like(result.image)
+        result.pixels = np.zeros_like(result.pixels)
         return result
 
     monkeypatch.setattr(demo_colorizer, "colorize", black)
