@@ -27,6 +27,9 @@ from .models.lightness_centroids import LightnessCentroidClassifier
 from .models.semantic_class_probe import SemanticClassProbe
 from .models.semantic_colorization_net import SemanticColorizationNet, gray_input_to_rgb
 
+#: Feature maps of the ImageNet backbone keyed by stride (4, 8, 16, 32).
+BackboneFeatures = dict[int, torch.Tensor]
+
 #: Thumbnail side of the pseudo-class descriptor (`pseudo_classes.THUMBNAIL_SIZE`).
 PSEUDO_CLASS_THUMBNAIL = 6
 
@@ -117,24 +120,43 @@ class GCPColorizationModel(nn.Module):
         """The frozen generative prior (never trained in stage 2)."""
         return [self.generator, self.discriminator, self.encoder]
 
-    def semantic_embedding(self, l_input: torch.Tensor) -> torch.Tensor:
-        """(B, 1280) pooled ImageNet-backbone features of gray photos ("semantic" networks)."""
-        backbone = self.colorization_net.backbone
-        return backbone.features(gray_input_to_rgb(l_input))[32].mean(dim=(2, 3))
+    @property
+    def has_backbone(self) -> bool:
+        """Whether the colorization network reads the photo with a frozen ImageNet backbone."""
+        return isinstance(self.colorization_net, SemanticColorizationNet)
 
     @torch.no_grad()
-    def class_logits(self, l_input: torch.Tensor) -> torch.Tensor:
-        """Scores of the prior's classes for gray photos, from the configured predictor."""
+    def backbone_features(self, l_input: torch.Tensor) -> BackboneFeatures | None:
+        """The frozen backbone's feature maps of gray photos (None for networks without one).
+
+        The class probe and the colorization network both read them; computed once and passed
+        to `class_logits` and `forward`, they cost one backbone pass per photo instead of two.
+        """
+        if not self.has_backbone:
+            return None
+        return self.colorization_net.backbone.features(gray_input_to_rgb(l_input))
+
+    def semantic_embedding(self, l_input: torch.Tensor, backbone_features: BackboneFeatures | None = None) -> torch.Tensor:
+        """(B, 1280) pooled ImageNet-backbone features of gray photos ("semantic" networks)."""
+        if backbone_features is None:
+            backbone_features = self.colorization_net.backbone.features(gray_input_to_rgb(l_input))
+        return backbone_features[32].mean(dim=(2, 3))
+
+    @torch.no_grad()
+    def class_logits(self, l_input: torch.Tensor, backbone_features: BackboneFeatures | None = None) -> torch.Tensor:
+        """Scores of the prior's classes for gray photos, from the configured predictor.
+
+        `backbone_features`: `backbone_features(l_input)` when the caller has them already."""
         if self.config.class_predictor == "imagenet_probe":
-            return self.class_predictor(self.semantic_embedding(l_input), l_input)
+            return self.class_predictor(self.semantic_embedding(l_input, backbone_features), l_input)
         if self.class_predictor is not None:
             return self.class_predictor(l_input)
         return self.discriminator.class_logits(self.to_prior_resolution(l_input))
 
     @torch.no_grad()
-    def predict_class(self, l_input: torch.Tensor) -> torch.Tensor:
+    def predict_class(self, l_input: torch.Tensor, backbone_features: BackboneFeatures | None = None) -> torch.Tensor:
         """The prior's class for gray photos (see `ColorizerConfig.class_predictor`)."""
-        return self.class_logits(l_input).argmax(dim=1)
+        return self.class_logits(l_input, backbone_features).argmax(dim=1)
 
     def invert(self, l_input: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
         return self.encoder.encode(self.to_prior_resolution(l_input), class_ids)
@@ -144,8 +166,12 @@ class GCPColorizationModel(nn.Module):
         l_input: torch.Tensor,
         class_ids: torch.Tensor,
         z: torch.Tensor | None = None,
+        backbone_features: BackboneFeatures | None = None,
     ) -> ForwardOutput:
-        """Colorize gray inputs `l_input` = L/50 - 1, shape (B, 1, S, S), S = work size."""
+        """Colorize gray inputs `l_input` = L/50 - 1, shape (B, 1, S, S), S = work size.
+
+        `backbone_features`: `backbone_features(l_input)` when the caller computed them already
+        (for the class prediction); ignored by networks without a backbone."""
         if z is None:
             with torch.no_grad():
                 z = self.invert(l_input, class_ids)
@@ -179,7 +205,7 @@ class GCPColorizationModel(nn.Module):
 
         logits = None
         if semantic:
-            logits = self.colorization_net.logits(l_input, conditioning)
+            logits = self.colorization_net.logits(l_input, conditioning, backbone_features)
             ab = resample_square(self.colorization_net.decode(logits), l_input.shape[-1])
         else:
             ab = self.colorization_net(l_input, conditioning) * AB_SCALE

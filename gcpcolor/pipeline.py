@@ -29,7 +29,7 @@ from .config import ColorizerConfig
 from .errors import MissingWeightsError, WeightsFormatError
 from . import image_io
 from .image_io import load_image, save_image
-from .model import GCPColorizationModel
+from .model import BackboneFeatures, GCPColorizationModel
 from .weights import (
     AUTHORS_FILES,
     BUNDLED_MODEL_DIR,
@@ -234,11 +234,17 @@ class Colorizer:
         return rgb[0].permute(1, 2, 0).numpy()
 
     # ----------------------------------------------------------------- classes
-    def resolve_classes(self, specs: Sequence[ClassSpec], work_inputs: torch.Tensor) -> torch.Tensor:
+    def resolve_classes(
+        self, specs: Sequence[ClassSpec], work_inputs: torch.Tensor, backbone_features: BackboneFeatures | None = None
+    ) -> torch.Tensor:
+        """Class index per photo: the given spec, or the automatic class where it is None.
+
+        `backbone_features`: the model's `backbone_features(work_inputs)` when already computed."""
         ids = [None if spec is None else self.class_index(spec) for spec in specs]
         unknown = [i for i, value in enumerate(ids) if value is None]
         if unknown:
-            predicted = self.predict_classes(work_inputs[unknown])
+            subset = None if backbone_features is None else {k: f[unknown] for k, f in backbone_features.items()}
+            predicted = self.predict_classes(work_inputs[unknown], subset)
             for index, value in zip(unknown, predicted.tolist()):
                 ids[index] = value
         return torch.tensor(ids, dtype=torch.long, device=self.device)
@@ -258,17 +264,18 @@ class Colorizer:
         return index
 
     @torch.no_grad()
-    def class_scores(self, work_inputs: torch.Tensor) -> torch.Tensor:
+    def class_scores(self, work_inputs: torch.Tensor, backbone_features: BackboneFeatures | None = None) -> torch.Tensor:
         """Scores (B, classes) of the prior's classes for network inputs: the ImageNet classifier
-        when there is one, else the model's own class predictor."""
+        when there is one, else the model's own class predictor (which reuses
+        `backbone_features` when given)."""
         work_inputs = work_inputs.to(self.device)
         if self.classifier is not None:
             return self.classifier(work_inputs)
-        return self.model.class_logits(work_inputs)
+        return self.model.class_logits(work_inputs, backbone_features)
 
-    def predict_classes(self, work_inputs: torch.Tensor) -> torch.Tensor:
+    def predict_classes(self, work_inputs: torch.Tensor, backbone_features: BackboneFeatures | None = None) -> torch.Tensor:
         """Automatic class (see `class_scores`)."""
-        return self.class_scores(work_inputs).argmax(dim=1)
+        return self.class_scores(work_inputs, backbone_features).argmax(dim=1)
 
     @torch.no_grad()
     def top_classes(self, image: ImageLike, k: int = 5, resize_mode: str = "pad") -> list[tuple[int, float]]:
@@ -296,9 +303,11 @@ class Colorizer:
             raise ValueError(f"{len(images)} images but {len(class_ids)} class ids")
         prepared = [self._prepare(to_rgb_array(image), resize_mode) for image in images]
         work = torch.cat([p.work_input for p in prepared]).to(self.device)
-        classes = self.resolve_classes(list(class_ids), work)
+        # One backbone pass serves both the class probe and the colorization network.
+        backbone_features = self.model.backbone_features(work)
+        classes = self.resolve_classes(list(class_ids), work, backbone_features)
         z = None if latents is None else latents.to(self.device)
-        output = self.model(work, classes, z=z)
+        output = self.model(work, classes, z=z, backbone_features=backbone_features)
         exemplars = _to_images(output.exemplar)
         warped = _to_images(output.warped_exemplar)
         return [
