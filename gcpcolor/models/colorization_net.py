@@ -33,6 +33,35 @@ def positional_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + eps)
 
 
+def deform_conv2d_by_sampling(
+    x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Modulated deformable conv (stride 1, 'same' padding, dilation 1) as one bilinear
+    sampling of all taps followed by a 1x1 convolution over (channels x taps).
+
+    The result equals torchvision's `deform_conv2d(x, offset, weight, bias, padding=k // 2,
+    mask=mask)`: offsets are (dy, dx) per tap in `offset`'s channel pairs, a sample outside
+    the map reads zeros. Only standard operators are used, so it runs wherever grid sampling
+    and convolution run (ONNX GridSample, oneDNN on CPU) with their gradients.
+    """
+    batch, channels, height, width = x.shape
+    out_channels, _, kernel_h, kernel_w = weight.shape
+    taps = kernel_h * kernel_w
+    tap_y = torch.arange(kernel_h, dtype=x.dtype, device=x.device).repeat_interleave(kernel_w) - kernel_h // 2
+    tap_x = torch.arange(kernel_w, dtype=x.dtype, device=x.device).repeat(kernel_h) - kernel_w // 2
+    rows = torch.arange(height, dtype=x.dtype, device=x.device).view(1, 1, height, 1)
+    cols = torch.arange(width, dtype=x.dtype, device=x.device).view(1, 1, 1, width)
+    sample_y = rows + tap_y.view(1, taps, 1, 1) + offset[:, 0::2]  # (B, taps, H, W) in pixels
+    sample_x = cols + tap_x.view(1, taps, 1, 1) + offset[:, 1::2]
+    # grid_sample with align_corners=True maps -1 and 1 to the centres of the first and last pixel.
+    grid = torch.stack((sample_x * (2 / max(width - 1, 1)) - 1, sample_y * (2 / max(height - 1, 1)) - 1), dim=-1)
+    sampled = F.grid_sample(
+        x, grid.view(batch, taps * height, width, 2), mode="bilinear", padding_mode="zeros", align_corners=True
+    )
+    modulated = sampled.view(batch, channels, taps, height, width) * mask.view(batch, 1, taps, height, width)
+    return F.conv2d(modulated.view(batch, channels * taps, height, width), weight.reshape(out_channels, -1, 1, 1), bias)
+
+
 class ModulatedDeformConv2d(nn.Module):
     """3x3 modulated deformable conv (DCNv2) whose offsets and mask come from a separate input.
 
