@@ -104,35 +104,40 @@ def timed_stages(colorizer: Colorizer, timer: StageTimer) -> Iterator[None]:
             delattr(owner, name)
 
 
-def build_colorizer(model: str) -> tuple[Colorizer, int | None]:
+def build_colorizer(model: str, precision: str = "float32") -> tuple[Colorizer, int | None]:
     """The Colorizer and the class to pass (None: automatic) for 'paper' or 'default' or a DIR."""
     torch.manual_seed(0)
+    # Passed only when it is not the default, so this script also runs on code that predates it.
+    options = {} if precision == "float32" else {"precision": precision}
     if model == "paper":
-        return Colorizer(GCPColorizationModel(ColorizerConfig()), device="cpu", classifier=None, is_demo=True), 1
+        model = GCPColorizationModel(ColorizerConfig())
+        return Colorizer(model, device="cpu", classifier=None, is_demo=True, **options), 1
     if model == "default":
-        return Colorizer.default(device="cpu"), None
-    return Colorizer.from_pretrained(model, device="cpu"), None
+        return Colorizer.default(device="cpu", **options), None
+    return Colorizer.from_pretrained(model, device="cpu", **options), None
 
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
 
-def profile(colorizer: Colorizer, classes: int | None, size: int, repeats: int, clock: str = "cpu") -> dict[str, float]:
-    """Median milliseconds per stage (and 'total') over `repeats` runs of one size² photo."""
-    image = np.random.default_rng(0).random((size, size), dtype=np.float32)
-    colorizer.colorize_batch([image], class_ids=classes)  # warm-up: allocator, kernels, caches
+def profile(colorizer: Colorizer, classes: int | None, image: np.ndarray, repeats: int, clock: str = "cpu",
+            warm_up: bool = True) -> tuple[dict[str, float], np.ndarray]:
+    """Median milliseconds per stage (and 'total') over `repeats` runs of one photo, and the
+    colorized photo."""
+    if warm_up:
+        colorizer.colorize_batch([image], class_ids=classes)  # allocator, kernels, caches
     runs: list[dict[str, float]] = []
     for _ in range(repeats):
         timer = StageTimer(CLOCKS[clock])
         with timed_stages(colorizer, timer):
             start = timer.clock()
-            colorizer.colorize_batch([image], class_ids=classes)
+            result = colorizer.colorize_batch([image], class_ids=classes)[0]
             total = timer.clock() - start
         stages = {stage: 1000 * timer.totals.get(stage, 0.0) for stage, _, _ in STAGES}
         stages["other"] = 1000 * total - sum(stages.values())
         stages["total"] = 1000 * total
         runs.append(stages)
-    return {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
+    return {key: float(np.median([run[key] for run in runs])) for key in runs[0]}, result.image
 
 
 def markdown_table(title: str, milliseconds: dict[str, float]) -> str:
@@ -153,15 +158,34 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="side of the square test photo")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="network arithmetic (Colorizer(precision=...))")
+    parser.add_argument("--photo", help="photo to colorize, resized to --size² (default: uniform noise)")
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="time the first run too (one-time costs are then included: a pessimistic figure)")
+    parser.add_argument("--save-output", metavar="NPY",
+                        help="write the colorized photo (float32 RGB) of the last model, to compare precisions or code versions")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                         help="cpu: process CPU time (robust on a loaded machine, 1 thread); wall: elapsed time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} thread(s), {args.size}x{args.size} photo, {args.clock} time, median of {args.repeats}\n")
+    if args.photo:
+        from PIL import Image
+
+        from gcpcolor.image_io import load_image
+
+        gray = Image.fromarray(np.round(load_image(args.photo).mean(axis=2) * 255).astype(np.uint8))
+        image = np.asarray(gray.resize((args.size, args.size), Image.BICUBIC), dtype=np.float32) / 255
+    else:
+        image = np.random.default_rng(0).random((args.size, args.size), dtype=np.float32)
     for model in args.model or ["paper", "default"]:
-        colorizer, classes = build_colorizer(model)
-        print(markdown_table(f"{model} model", profile(colorizer, classes, args.size, args.repeats, args.clock)), "\n", flush=True)
+        colorizer, classes = build_colorizer(model, args.precision)
+        milliseconds, colorized = profile(colorizer, classes, image, args.repeats, args.clock, not args.no_warm_up)
+        print(markdown_table(f"{model} model, {args.precision}", milliseconds), "\n", flush=True)
+        if args.save_output:
+            np.save(args.save_output, colorized)
 
 
 if __name__ == "__main__":
