@@ -434,6 +434,30 @@ def convert(authors_dir: str, output: str) -> None:
     click.echo(f"wrote {output}/config.json and model.safetensors")
 
 
+@main.command("export")
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the ONNX file (opset 19).")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+              help="Model folder in our format (default: the model `colorize` loads: $GCPCOLOR_HOME, "
+                   "~/.cache/gcpcolor, else the bundled default model).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing ONNX file.")
+def export_command(onnx_path: str, model_dir: str | None, overwrite: bool) -> None:
+    """Write the network part of a model to ONNX (inputs: the 256² network input L/50 - 1 and
+    class ids, -1 for automatic where the model predicts its own; outputs: ab, exemplars,
+    classes, z). Reading photos, resizing, Lab conversion and saving stay outside the graph."""
+    from .onnx_export import OnnxExportError, export_onnx
+
+    target = Path(onnx_path)
+    if os.path.lexists(target) and not overwrite:
+        raise CommandError(f"{target} exists (use --overwrite to replace it)")
+    colorizer = _load_colorizer(model_dir, False, "cpu", None, None)
+    try:
+        export_onnx(colorizer.model, target)
+    except OnnxExportError as exc:
+        raise CommandError(str(exc)) from None
+    click.echo(f"wrote {target}")
+
+
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, callback=_host_name)
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True,

@@ -17,6 +17,7 @@ provides one (`_deform_conv2d_symbolic`).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,21 +99,32 @@ def export_onnx(model: GCPColorizationModel, path: str | os.PathLike, batch_size
     import torchvision  # noqa: F401  (registers torchvision::deform_conv2d)
 
     path = Path(path)
-    model = model.eval()
     size = model.config.work_size
     example = (torch.zeros(batch_size, 1, size, size), torch.full((batch_size,), -1 if predicts_own_class(model) else 0))
     torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv2d_symbolic, OPSET)
     dynamic = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
 
+    # In eval mode, and the wrapper too: the exporter puts the module it is given back into
+    # that module's mode afterwards, and a fresh wrapper is in training mode, which would leave
+    # batch norms on batch statistics and spectral norms updating their estimates.
+    network = ExportedNetwork(model).eval()
+    was_training = model.training
+
     def write(temporary: Path) -> None:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The tracer warns at every shape check; the spatial size is fixed at the working
+            # size by design, and the batch size (the one dynamic axis) is checked by the tests.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
-                ExportedNetwork(model), example, str(temporary), dynamo=False, opset_version=OPSET,
+                network, example, str(temporary), dynamo=False, opset_version=OPSET,
                 input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, dynamic_axes=dynamic,
             )
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, write)
+    try:
+        write_atomically(path, write)
+    finally:
+        model.train(was_training)
     return path
 
 

@@ -159,7 +159,8 @@ def warp(
         )
     if reference.ndim != 4:
         raise ValueError(f"reference must be (B, C, H, W), got {tuple(reference.shape)}")
-    height, width = reference.shape[-2:]
+    # Python ints: under ONNX tracing sizes are tensors, which unfold's kernel size cannot take.
+    height, width = (int(side) for side in reference.shape[-2:])
     if height != width or height % grid_size != 0:
         raise ValueError(
             f"reference must be square with a side that is a multiple of {grid_size}, "

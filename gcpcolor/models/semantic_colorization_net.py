@@ -123,7 +123,7 @@ class SemanticColorizationNet(nn.Module):
         if features is None:
             with torch.no_grad():
                 features = self.backbone.features(gray_input_to_rgb(l_input))
-        grid = features[4].shape[-2:]
+        grid = tuple(int(side) for side in features[4].shape[-2:])  # constants in an ONNX trace
         reference = [F.interpolate(warped[r], size=grid, mode="bilinear", align_corners=False) for r in sorted(warped)]
         lightness = F.interpolate(l_input, size=grid, mode="area")
         prior = self.reference_projection(torch.cat([*reference, lightness], dim=1))
