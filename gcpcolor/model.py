@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,7 +40,28 @@ def resample_square(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-2:] == (size, size):
         return images
     shrinking = images.shape[-1] > size
+    if shrinking and torch.onnx.is_in_onnx_export():
+        # ONNX's Resize has no antialiasing: the same filter as two products with its weights.
+        weights = torch.from_numpy(antialiased_shrink_weights(int(images.shape[-1]), size)).to(images)
+        return weights @ images @ weights.T
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+@functools.lru_cache(maxsize=None)
+def antialiased_shrink_weights(length: int, size: int) -> np.ndarray:
+    """(size, length) weights of the antialiased bilinear shrink of one axis, as
+    `F.interpolate(..., mode="bilinear", align_corners=False, antialias=True)` applies them:
+    a triangle filter stretched by the scale, centred on each output pixel's centre, cut to the
+    input and normalised to sum to one. Plain numpy, so an ONNX trace records a constant."""
+    scale = length / size
+    weights = np.zeros((size, length), dtype=np.float64)
+    for out in range(size):
+        centre = (out + 0.5) * scale
+        first, last = max(int(centre - scale + 0.5), 0), min(int(centre + scale + 0.5), length)
+        taps = np.arange(first, last)
+        triangle = np.clip(1.0 - np.abs((taps - centre + 0.5) / scale), 0.0, None)
+        weights[out, first:last] = triangle / triangle.sum()
+    return weights.astype(np.float32)
 
 
 class Guidance(str, enum.Enum):

@@ -97,3 +97,14 @@ def test_adaptive_average_by_matrices_equals_adaptive_pooling():
 
     images = torch.rand(2, 3, 37, 50)
     torch.testing.assert_close(adaptive_average_by_matrices(images, 6), torch.nn.functional.adaptive_avg_pool2d(images, 6))
+
+
+@pytest.mark.parametrize("length, size", [(256, 64), (100, 7), (37, 36)])
+def test_antialiased_shrink_weights_reproduce_torch_antialiased_resize(length, size):
+    from gcpcolor.model import antialiased_shrink_weights
+
+    images = torch.rand(2, 3, length, length)
+    weights = torch.from_numpy(antialiased_shrink_weights(length, size))
+    expected = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                                               antialias=True)
+    torch.testing.assert_close(weights @ images @ weights.T, expected, atol=1e-5, rtol=1e-5)

@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.ops import deform_conv2d
 
 from gcpcolor.config import ColorizationConfig
+from gcpcolor.models.correspondence import at_least_float32
 
 #: Resolutions (at a 256² working size) of the warped features the network is conditioned on.
 REFERENCE_RESOLUTIONS = (64, 128, 256)
@@ -29,9 +30,9 @@ _LEAKY_SLOPE = 0.2
 def positional_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Normalise every pixel over channels: (x - mean_c) / sqrt(var_c + eps), var unbiased.
 
-    Computed in float32 whatever the input's precision: a variance over hundreds of channels
-    loses too many digits in bfloat16."""
-    x = x.float()
+    Computed in float32 at least: a variance over hundreds of channels loses too many digits
+    in bfloat16."""
+    x = at_least_float32(x)
     mean = x.mean(dim=1, keepdim=True)
     var = x.var(dim=1, keepdim=True)
     return (x - mean) / torch.sqrt(var + eps)

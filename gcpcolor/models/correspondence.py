@@ -27,6 +27,11 @@ NORM_EPSILON = sys.float_info.epsilon
 COORDINATE_CHANNELS = 3
 
 
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 tensors as float32; float32 and float64 unchanged."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def l2_normalize_channels(features: torch.Tensor) -> torch.Tensor:
     """Divide every position's channel vector by its L2 norm (dim 1)."""
     return features / (features.norm(p=2, dim=1, keepdim=True) + NORM_EPSILON)
@@ -129,8 +134,8 @@ class CorrespondenceNet(nn.Module):
         # At temperature 0.01 a cosine error of 0.004 (bfloat16's precision) moves a weight by
         # half: the projections, similarities and softmax stay in float32 under autocast.
         with torch.autocast(gray.device.type, enabled=False):
-            theta = _centred_unit_vectors(self.theta(gray.float()))
-            phi = _centred_unit_vectors(self.phi(reference.float()))
+            theta = _centred_unit_vectors(self.theta(at_least_float32(gray)))
+            phi = _centred_unit_vectors(self.phi(at_least_float32(reference)))
             cosine = torch.bmm(theta.transpose(1, 2), phi)
             return F.softmax(cosine / self.config.temperature, dim=-1)
 
