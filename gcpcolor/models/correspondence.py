@@ -137,7 +137,11 @@ class CorrespondenceNet(nn.Module):
             theta = _centred_unit_vectors(self.theta(at_least_float32(gray)))
             phi = _centred_unit_vectors(self.phi(at_least_float32(reference)))
             cosine = torch.bmm(theta.transpose(1, 2), phi)
-            return F.softmax(cosine / self.config.temperature, dim=-1)
+            weights = F.softmax(cosine / self.config.temperature, dim=-1)
+        # A sharp softmax leaves many weights below the smallest normal float (1e-38): they
+        # change no digit of a warped value, but as subnormal numbers they slow the warp's
+        # matrix products about 25x on x86 CPUs. Zero them.
+        return weights.masked_fill(weights < torch.finfo(weights.dtype).tiny, 0.0)
 
     def forward(
         self, gray_features: torch.Tensor, reference_features: torch.Tensor
