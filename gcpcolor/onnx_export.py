@@ -16,6 +16,7 @@ provides one (`_deform_conv2d_symbolic`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -126,6 +127,20 @@ def export_onnx(model: GCPColorizationModel, path: str | os.PathLike, batch_size
     finally:
         model.train(was_training)
     return path
+
+
+def cached_onnx_path(model: GCPColorizationModel) -> Path:
+    """Where the export of `model` is kept between runs: the cache folder ($GCPCOLOR_HOME or
+    ~/.cache/gcpcolor) under onnx/, named by a digest of the configuration, the weights and
+    the gcpcolor version (whose code defines the graph)."""
+    from . import __version__
+    from .weights import search_dirs
+
+    digest = hashlib.sha256(f"{__version__} opset {OPSET} {model.config}".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return search_dirs()[0] / "onnx" / f"network-{digest.hexdigest()[:16]}.onnx"
 
 
 @dataclass

@@ -122,6 +122,7 @@ class Colorizer:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
+        self.onnx_network = None  # set by use_onnxruntime: runs the networks instead of PyTorch
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         for parameter in self.model.parameters():
@@ -317,12 +318,10 @@ class Colorizer:
             raise ValueError(f"{len(images)} images but {len(class_ids)} class ids")
         prepared = [self._prepare(to_rgb_array(image), resize_mode) for image in images]
         work = torch.cat([p.work_input for p in prepared]).to(self.device)
-        with self.network_precision():
-            # One backbone pass serves both the class probe and the colorization network.
-            backbone_features = self.model.backbone_features(work)
-            classes = self.resolve_classes(list(class_ids), work, backbone_features)
-            z = None if latents is None else latents.to(self.device)
-            output = self.model(work, classes, z=z, backbone_features=backbone_features)
+        if self.onnx_network is not None:
+            output, classes = self._run_onnx(work, list(class_ids), latents)
+        else:
+            output, classes = self._run_torch(work, list(class_ids), latents)
         exemplars = _to_images(output.exemplar)
         warped = _to_images(output.warped_exemplar)
         return [
@@ -336,6 +335,44 @@ class Colorizer:
             )
             for i, p in enumerate(prepared)
         ]
+
+    def _run_torch(self, work: torch.Tensor, class_ids: list[ClassSpec], latents: torch.Tensor | None):
+        with self.network_precision():
+            # One backbone pass serves both the class probe and the colorization network.
+            backbone_features = self.model.backbone_features(work)
+            classes = self.resolve_classes(class_ids, work, backbone_features)
+            z = None if latents is None else latents.to(self.device)
+            return self.model(work, classes, z=z, backbone_features=backbone_features), classes
+
+    def _run_onnx(self, work: torch.Tensor, class_ids: list[ClassSpec], latents: torch.Tensor | None):
+        if latents is not None:
+            raise ValueError("given latents (diverse results, transitions) need the PyTorch backend")
+        from .onnx_export import predicts_own_class
+
+        if self.classifier is None and predicts_own_class(self.model):
+            # -1: the graph picks the class with the model's own predictor.
+            requested = torch.tensor([-1 if spec is None else self.class_index(spec) for spec in class_ids])
+        else:
+            requested = self.resolve_classes(class_ids, work).cpu()
+        output = self.onnx_network(work.cpu(), requested)
+        return output, output.class_ids
+
+    def use_onnxruntime(self, onnx_path: str | os.PathLike | None = None, threads: int | None = None) -> Path:
+        """Run the networks with onnxruntime on the CPU from now on (one result per photo:
+        `diverse` and `transition` keep needing PyTorch). `onnx_path`: an exported network of
+        this model (`gcpcolor export --onnx`); by default one is exported on first use into the
+        cache folder, keyed by the model's weights and configuration. Returns the file used."""
+        from .onnx_export import OnnxNetwork, cached_onnx_path, export_onnx
+
+        if self.device.type != "cpu":
+            raise ValueError("the onnxruntime backend runs on the CPU (use device cpu)")
+        if onnx_path is None:
+            onnx_path = cached_onnx_path(self.model)
+            if not onnx_path.is_file():
+                logger.info("exporting the networks to %s (once for this model)", onnx_path)
+                export_onnx(self.model, onnx_path)
+        self.onnx_network = OnnxNetwork(onnx_path, threads=threads)
+        return Path(onnx_path)
 
     def colorize(self, image: ImageLike, class_id: ClassSpec = None, resize_mode: str = "pad") -> ColorizeResult:
         """Colorize one photo at its full resolution."""

@@ -108,3 +108,25 @@ def test_antialiased_shrink_weights_reproduce_torch_antialiased_resize(length, s
     expected = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
                                                antialias=True)
     torch.testing.assert_close(weights @ images @ weights.T, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_colorize_with_the_onnxruntime_backend_matches_pytorch(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("GCPCOLOR_HOME", str(tmp_path / "cache"))
+    save_model_pretrained(tiny_model(semantic=True), tmp_path / "model")
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((48, 40)) * 255).astype(np.uint8)).save(photo)
+    outputs = {}
+    for backend in ("onnxruntime", "pytorch"):
+        outputs[backend] = tmp_path / f"{backend}.png"
+        result = CliRunner().invoke(main, ["colorize", str(photo), "-o", str(outputs[backend]), "--weights",
+                                           str(tmp_path / "model"), "--backend", backend, "-q"])
+        assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "cache" / "onnx").glob("network-*.onnx"))) == 1  # exported on first use
+    via_onnx, via_torch = (np.asarray(Image.open(outputs[b]), dtype=int) for b in ("onnxruntime", "pytorch"))
+    assert np.abs(via_onnx - via_torch).max() <= 1  # 8-bit outputs: at most one step of rounding apart
+
+    refused = CliRunner().invoke(main, ["colorize", str(photo), "-o", str(tmp_path / "s"), "--weights",
+                                        str(tmp_path / "model"), "--backend", "onnxruntime", "--samples", "2"])
+    assert refused.exit_code == 2 and "--backend pytorch" in refused.output
