@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +34,9 @@ from .models.semantic_colorization_net import SemanticColorizationNet, gray_inpu
 from .serialization import load_state_dict_strict, read_safetensors, write_safetensors
 from .weights import CONFIG_NAME, WEIGHTS_NAME, write_atomically
 
+#: Feature maps of the ImageNet backbone keyed by stride (4, 8, 16, 32).
+BackboneFeatures = dict[int, torch.Tensor]
+
 #: Thumbnail side of the pseudo-class descriptor (`pseudo_classes.THUMBNAIL_SIZE`).
 PSEUDO_CLASS_THUMBNAIL = 6
 
@@ -40,7 +45,28 @@ def resample_square(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-2:] == (size, size):
         return images
     shrinking = images.shape[-1] > size
+    if shrinking and torch.onnx.is_in_onnx_export():
+        # ONNX's Resize has no antialiasing: the same filter as two products with its weights.
+        weights = torch.from_numpy(antialiased_shrink_weights(int(images.shape[-1]), size)).to(images)
+        return weights @ images @ weights.T
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+@functools.lru_cache(maxsize=None)
+def antialiased_shrink_weights(length: int, size: int) -> np.ndarray:
+    """(size, length) weights of the antialiased bilinear shrink of one axis, as
+    `F.interpolate(..., mode="bilinear", align_corners=False, antialias=True)` applies them:
+    a triangle filter stretched by the scale, centred on each output pixel's centre, cut to the
+    input and normalised to sum to one. Plain numpy, so an ONNX trace records a constant."""
+    scale = length / size
+    weights = np.zeros((size, length), dtype=np.float64)
+    for out in range(size):
+        centre = (out + 0.5) * scale
+        first, last = max(int(centre - scale + 0.5), 0), min(int(centre + scale + 0.5), length)
+        taps = np.arange(first, last)
+        triangle = np.clip(1.0 - np.abs((taps - centre + 0.5) / scale), 0.0, None)
+        weights[out, first:last] = triangle / triangle.sum()
+    return weights.astype(np.float32)
 
 
 class Guidance(str, enum.Enum):
@@ -122,24 +148,43 @@ class GCPColorizationModel(nn.Module):
         """The frozen generative prior (never trained in stage 2)."""
         return [self.generator, self.discriminator, self.encoder]
 
-    def semantic_embedding(self, l_input: torch.Tensor) -> torch.Tensor:
-        """(B, 1280) pooled ImageNet-backbone features of gray photos ("semantic" networks)."""
-        backbone = self.colorization_net.backbone
-        return backbone.features(gray_input_to_rgb(l_input))[32].mean(dim=(2, 3))
+    @property
+    def has_backbone(self) -> bool:
+        """Whether the colorization network reads the photo with a frozen ImageNet backbone."""
+        return isinstance(self.colorization_net, SemanticColorizationNet)
 
     @torch.no_grad()
-    def class_logits(self, l_input: torch.Tensor) -> torch.Tensor:
-        """Scores of the prior's classes for gray photos, from the configured predictor."""
+    def backbone_features(self, l_input: torch.Tensor) -> BackboneFeatures | None:
+        """The frozen backbone's feature maps of gray photos (None for networks without one).
+
+        The class probe and the colorization network both read them; computed once and passed
+        to `class_logits` and `forward`, they cost one backbone pass per photo instead of two.
+        """
+        if not self.has_backbone:
+            return None
+        return self.colorization_net.backbone.features(gray_input_to_rgb(l_input))
+
+    def semantic_embedding(self, l_input: torch.Tensor, backbone_features: BackboneFeatures | None = None) -> torch.Tensor:
+        """(B, 1280) pooled ImageNet-backbone features of gray photos ("semantic" networks)."""
+        if backbone_features is None:
+            backbone_features = self.colorization_net.backbone.features(gray_input_to_rgb(l_input))
+        return backbone_features[32].mean(dim=(2, 3))
+
+    @torch.no_grad()
+    def class_logits(self, l_input: torch.Tensor, backbone_features: BackboneFeatures | None = None) -> torch.Tensor:
+        """Scores of the prior's classes for gray photos, from the configured predictor.
+
+        `backbone_features`: `backbone_features(l_input)` when the caller has them already."""
         if self.config.class_predictor == "imagenet_probe":
-            return self.class_predictor(self.semantic_embedding(l_input), l_input)
+            return self.class_predictor(self.semantic_embedding(l_input, backbone_features), l_input)
         if self.class_predictor is not None:
             return self.class_predictor(l_input)
         return self.discriminator.class_logits(self.to_prior_resolution(l_input))
 
     @torch.no_grad()
-    def predict_class(self, l_input: torch.Tensor) -> torch.Tensor:
+    def predict_class(self, l_input: torch.Tensor, backbone_features: BackboneFeatures | None = None) -> torch.Tensor:
         """The prior's class for gray photos (see `ColorizerConfig.class_predictor`)."""
-        return self.class_logits(l_input).argmax(dim=1)
+        return self.class_logits(l_input, backbone_features).argmax(dim=1)
 
     def invert(self, l_input: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
         return self.encoder.encode(self.to_prior_resolution(l_input), class_ids)
@@ -149,8 +194,12 @@ class GCPColorizationModel(nn.Module):
         l_input: torch.Tensor,
         class_ids: torch.Tensor,
         z: torch.Tensor | None = None,
+        backbone_features: BackboneFeatures | None = None,
     ) -> ForwardOutput:
-        """Colorize gray inputs `l_input` = L/50 - 1, shape (B, 1, S, S), S = work size."""
+        """Colorize gray inputs `l_input` = L/50 - 1, shape (B, 1, S, S), S = work size.
+
+        `backbone_features`: `backbone_features(l_input)` when the caller computed them already
+        (for the class prediction); ignored by networks without a backbone."""
         if z is None:
             with torch.no_grad():
                 z = self.invert(l_input, class_ids)
@@ -184,7 +233,7 @@ class GCPColorizationModel(nn.Module):
 
         logits = None
         if semantic:
-            logits = self.colorization_net.logits(l_input, conditioning)
+            logits = self.colorization_net.logits(l_input, conditioning, backbone_features)
             ab = resample_square(self.colorization_net.decode(logits), l_input.shape[-1])
         else:
             ab = self.colorization_net(l_input, conditioning) * AB_SCALE

@@ -12,6 +12,7 @@ both sides of the networks are `image_processor.ImageProcessor`'s (docs/architec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -31,7 +32,7 @@ from .errors import MissingWeightsError
 from . import image_io
 from .image_io import load_pixels, pixels_to_float_rgb, save_image
 from .image_processor import RESIZE_MODES, ImageProcessor, PreparedPhoto, check_pixels
-from .model import GCPColorizationModel
+from .model import BackboneFeatures, GCPColorizationModel
 from .weights import (
     AUTHORS_FILES,
     BUNDLED_MODEL_DIR,
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 ClassSpec = int | str | None
+#: Arithmetic of the networks: float32, or bfloat16 autocast (fast on CPUs with AMX/AVX-512
+#: BF16 and on GPUs; the correspondence's similarities and softmax stay in float32).
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
@@ -137,7 +141,12 @@ class Colorizer:
         device: str | torch.device = "cpu",
         classifier: "torch.nn.Module | None" = None,
         is_demo: bool = False,
+        precision: str = "float32",
     ):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self.onnx_network = None  # set by use_onnxruntime: runs the networks instead of PyTorch
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         for parameter in self.model.parameters():
@@ -219,11 +228,17 @@ class Colorizer:
         return self.processor.postprocess(prepared, ab)
 
     # ----------------------------------------------------------------- classes
-    def resolve_classes(self, specs: Sequence[ClassSpec], work_inputs: torch.Tensor) -> torch.Tensor:
+    def resolve_classes(
+        self, specs: Sequence[ClassSpec], work_inputs: torch.Tensor, backbone_features: BackboneFeatures | None = None
+    ) -> torch.Tensor:
+        """Class index per photo: the given spec, or the automatic class where it is None.
+
+        `backbone_features`: the model's `backbone_features(work_inputs)` when already computed."""
         ids = [None if spec is None else self.class_index(spec) for spec in specs]
         unknown = [i for i, value in enumerate(ids) if value is None]
         if unknown:
-            predicted = self.predict_classes(work_inputs[unknown])
+            subset = None if backbone_features is None else {k: f[unknown] for k, f in backbone_features.items()}
+            predicted = self.predict_classes(work_inputs[unknown], subset)
             for index, value in zip(unknown, predicted.tolist()):
                 ids[index] = value
         return torch.tensor(ids, dtype=torch.long, device=self.device)
@@ -243,17 +258,18 @@ class Colorizer:
         return index
 
     @torch.no_grad()
-    def class_scores(self, work_inputs: torch.Tensor) -> torch.Tensor:
+    def class_scores(self, work_inputs: torch.Tensor, backbone_features: BackboneFeatures | None = None) -> torch.Tensor:
         """Scores (B, classes) of the prior's classes for network inputs: the ImageNet classifier
-        when there is one, else the model's own class predictor."""
+        when there is one, else the model's own class predictor (which reuses
+        `backbone_features` when given)."""
         work_inputs = work_inputs.to(self.device)
         if self.classifier is not None:
             return self.classifier(work_inputs)
-        return self.model.class_logits(work_inputs)
+        return self.model.class_logits(work_inputs, backbone_features)
 
-    def predict_classes(self, work_inputs: torch.Tensor) -> torch.Tensor:
+    def predict_classes(self, work_inputs: torch.Tensor, backbone_features: BackboneFeatures | None = None) -> torch.Tensor:
         """Automatic class (see `class_scores`)."""
-        return self.class_scores(work_inputs).argmax(dim=1)
+        return self.class_scores(work_inputs, backbone_features).argmax(dim=1)
 
     @torch.no_grad()
     def top_classes(self, image: ImageLike, k: int = 5, resize_mode: str = "pad") -> list[tuple[int, float]]:
@@ -262,6 +278,12 @@ class Colorizer:
         probabilities = torch.softmax(self.class_scores(prepared.work_input).float(), dim=1)[0]
         values, indices = probabilities.topk(min(k, probabilities.numel()))
         return [(int(i), float(v)) for i, v in zip(indices, values)]
+
+    def network_precision(self) -> contextlib.AbstractContextManager:
+        """The context the networks run in: autocast for bfloat16, nothing for float32."""
+        if self.precision == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     # ----------------------------------------------------------------- colorization
     @torch.no_grad()
@@ -281,9 +303,10 @@ class Colorizer:
             raise ValueError(f"{len(images)} images but {len(class_ids)} class ids")
         prepared = [self._prepare(image, resize_mode) for image in images]
         work = torch.cat([p.work_input for p in prepared]).to(self.device)
-        classes = self.resolve_classes(list(class_ids), work)
-        z = None if latents is None else latents.to(self.device)
-        output = self.model(work, classes, z=z)
+        if self.onnx_network is not None:
+            output, classes = self._run_onnx(work, list(class_ids), latents)
+        else:
+            output, classes = self._run_torch(work, list(class_ids), latents)
         exemplars = _to_images(output.exemplar)
         warped = _to_images(output.warped_exemplar)
         return [
@@ -291,12 +314,50 @@ class Colorizer:
                 class_id=int(classes[i]),
                 exemplar=exemplars[i],
                 warped_exemplar=warped[i],
-                z=output.z[i].cpu(),
+                z=output.z[i].float().cpu(),
                 num_classes=self.config.biggan.n_classes,
                 compose=functools.partial(self._finish, p, output.ab[i : i + 1].detach().float().cpu()),
             )
             for i, p in enumerate(prepared)
         ]
+
+    def _run_torch(self, work: torch.Tensor, class_ids: list[ClassSpec], latents: torch.Tensor | None):
+        with self.network_precision():
+            # One backbone pass serves both the class probe and the colorization network.
+            backbone_features = self.model.backbone_features(work)
+            classes = self.resolve_classes(class_ids, work, backbone_features)
+            z = None if latents is None else latents.to(self.device)
+            return self.model(work, classes, z=z, backbone_features=backbone_features), classes
+
+    def _run_onnx(self, work: torch.Tensor, class_ids: list[ClassSpec], latents: torch.Tensor | None):
+        if latents is not None:
+            raise ValueError("given latents (diverse results, transitions) need the PyTorch backend")
+        from .onnx_export import predicts_own_class
+
+        if self.classifier is None and predicts_own_class(self.model):
+            # -1: the graph picks the class with the model's own predictor.
+            requested = torch.tensor([-1 if spec is None else self.class_index(spec) for spec in class_ids])
+        else:
+            requested = self.resolve_classes(class_ids, work).cpu()
+        output = self.onnx_network(work.cpu(), requested)
+        return output, output.class_ids
+
+    def use_onnxruntime(self, onnx_path: str | os.PathLike | None = None, threads: int | None = None) -> Path:
+        """Run the networks with onnxruntime on the CPU from now on (one result per photo:
+        `diverse` and `transition` keep needing PyTorch). `onnx_path`: an exported network of
+        this model (`gcpcolor export --onnx`); by default one is exported on first use into the
+        cache folder, keyed by the model's weights and configuration. Returns the file used."""
+        from .onnx_export import OnnxNetwork, cached_onnx_path, export_onnx
+
+        if self.device.type != "cpu":
+            raise ValueError("the onnxruntime backend runs on the CPU (use device cpu)")
+        if onnx_path is None:
+            onnx_path = cached_onnx_path(self.model)
+            if not onnx_path.is_file():
+                logger.info("exporting the networks to %s (once for this model)", onnx_path)
+                export_onnx(self.model, onnx_path)
+        self.onnx_network = OnnxNetwork(onnx_path, threads=threads)
+        return Path(onnx_path)
 
     def colorize(self, image: ImageLike, class_id: ClassSpec = None, resize_mode: str = "pad") -> ColorizeResult:
         """Colorize one photo at its full resolution."""

@@ -40,10 +40,33 @@ class LightnessCentroidClassifier(nn.Module):
     def descriptor(self, l_input: torch.Tensor) -> torch.Tensor:
         """Standardised L of the thumbnail, made the way the clustering made it (B, S²)."""
         rgb = gray_to_rgb(network_to_l(l_input.float()))
-        small = F.adaptive_avg_pool2d(rgb, self.thumbnail_size)
+        if torch.onnx.is_in_onnx_export():
+            small = adaptive_average_by_matrices(rgb, self.thumbnail_size)
+        else:
+            small = F.adaptive_avg_pool2d(rgb, self.thumbnail_size)
         lightness = rgb_to_lab(small)[:, 0].flatten(1)
         return (lightness - self.mean) / self.scale
 
     def forward(self, l_input: torch.Tensor) -> torch.Tensor:
         """Logits (B, K): minus the squared distance to each centroid."""
         return -torch.cdist(self.descriptor(l_input), self.centres.float()).pow(2)
+
+
+def adaptive_average_by_matrices(images: torch.Tensor, size: int) -> torch.Tensor:
+    """`F.adaptive_avg_pool2d(images, size)` as two matrix products, for the ONNX export (its
+    translation of adaptive pooling needs the output size to divide the input's).
+
+    Output cell i averages input rows floor(i·H/size) .. ceil((i+1)·H/size) - 1, as adaptive
+    pooling does; likewise for columns.
+    """
+    height, width = (int(side) for side in images.shape[-2:])
+    return pooling_matrix(height, size, images) @ images @ pooling_matrix(width, size, images).T
+
+
+def pooling_matrix(length: int, size: int, like: torch.Tensor) -> torch.Tensor:
+    """(size, length) averaging weights of adaptive pooling along one axis."""
+    matrix = torch.zeros(size, length, dtype=like.dtype, device=like.device)
+    for cell in range(size):
+        start, end = (cell * length) // size, -((-(cell + 1) * length) // size)
+        matrix[cell, start:end] = 1.0 / (end - start)
+    return matrix

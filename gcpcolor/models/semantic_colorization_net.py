@@ -107,14 +107,23 @@ class SemanticColorizationNet(nn.Module):
         self.backbone.eval()  # frozen: its BatchNorm statistics are ImageNet's, always
         return self
 
-    def logits(self, l_input: torch.Tensor, warped: Mapping[int, torch.Tensor]) -> torch.Tensor:
-        """(B, Q, H/4, W/4) ab-bin logits; l_input = L/50 - 1 of shape (B, 1, H, W)."""
+    def logits(
+        self,
+        l_input: torch.Tensor,
+        warped: Mapping[int, torch.Tensor],
+        backbone_features: Mapping[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """(B, Q, H/4, W/4) ab-bin logits; l_input = L/50 - 1 of shape (B, 1, H, W).
+
+        `backbone_features`: `backbone.features` of the gray photo when the caller has them
+        (the class probe reads the same maps), else computed here."""
         if l_input.ndim != 4 or l_input.shape[1] != 1:
             raise ValueError(f"l_input must be (B, 1, H, W), got {tuple(l_input.shape)}")
-        gray_rgb = gray_input_to_rgb(l_input)
-        with torch.no_grad():
-            features = self.backbone.features(gray_rgb)
-        grid = features[4].shape[-2:]
+        features = backbone_features
+        if features is None:
+            with torch.no_grad():
+                features = self.backbone.features(gray_input_to_rgb(l_input))
+        grid = tuple(int(side) for side in features[4].shape[-2:])  # constants in an ONNX trace
         reference = [F.interpolate(warped[r], size=grid, mode="bilinear", align_corners=False) for r in sorted(warped)]
         lightness = F.interpolate(l_input, size=grid, mode="area")
         prior = self.reference_projection(torch.cat([*reference, lightness], dim=1))
