@@ -32,7 +32,7 @@ from ..losses import (
     perceptual_loss,
     rebalancing_weights,
 )
-from ..model import ForwardOutput, GCPColorizationModel, Guidance
+from ..model import BackboneFeatures, ForwardOutput, GCPColorizationModel, Guidance
 from ..models.patchgan import MultiScalePatchGAN, lab_to_discriminator_input
 from ..models.vgg import VGG19Features, find_vgg19_weights
 from .builders import freeze
@@ -61,11 +61,15 @@ class ColorizerForward(nn.Module):
         self._model = (model,)  # a tuple is not registered by nn.Module
 
     def forward(
-        self, l_input: torch.Tensor, class_ids: torch.Tensor, truth_rgb: torch.Tensor
+        self,
+        l_input: torch.Tensor,
+        class_ids: torch.Tensor,
+        truth_rgb: torch.Tensor,
+        backbone_features: BackboneFeatures | None = None,
     ) -> tuple[ForwardOutput, torch.Tensor]:
         """The colorization of `l_input` and the correspondence embedding of the true colours."""
         model = self._model[0]
-        output = model(l_input, class_ids)
+        output = model(l_input, class_ids, backbone_features=backbone_features)
         # No loss uses the warped exemplar (it is for display). Returned with its graph, it would
         # make DDP expect gradients for the matching layers even where the guidance leaves them
         # unused (none, unaligned), and their bucket would never be all-reduced.
@@ -188,13 +192,17 @@ class ColorizationTrainer(Trainer):
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
         """(loss terms with 'total', the predicted Lab, visuals) of one micro-batch."""
         l_input, class_ids, rgb, lab = self._inputs(batch)
+        # The backbone is frozen, so one pass without gradients serves both the class probe and
+        # the colorization network.
+        with self.autocast():
+            backbone_features = self.model.backbone_features(l_input)
         if self.config.class_source == "predicted":
-            class_ids = self.model.predict_class(l_input)
+            class_ids = self.model.predict_class(l_input, backbone_features)
         weights = self.config.loss
         # Networks run under autocast; colour conversion and losses in float32, where the
         # contextual loss's relative distances and the Lab round trip keep their precision.
         with self.autocast():
-            output, truth_embedding = self.wrapped_colorizer(l_input, class_ids, rgb)
+            output, truth_embedding = self.wrapped_colorizer(l_input, class_ids, rgb, backbone_features)
         fake_lab = torch.cat([lab[:, :1], output.ab.float()], dim=1)
         output_rgb = lab_to_rgb(fake_lab)
         exemplar_rgb = ((output.exemplar.float() + 1) / 2).clamp(0, 1)
