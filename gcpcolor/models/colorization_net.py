@@ -57,10 +57,25 @@ class ModulatedDeformConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         offset_a, offset_b, mask_logits = torch.chunk(self.conv_offset(cond), 3, dim=1)
-        offset = torch.cat((offset_a, offset_b), dim=1)
-        return deform_conv2d(
-            x, offset, self.weight, self.bias, padding=1, mask=torch.sigmoid(mask_logits)
-        )
+        offset = _safe_offsets(torch.cat((offset_a, offset_b), dim=1), x.shape[-2:], self.kernel_size)
+        # A NaN mask logit falls back to a fresh layer's mask (0.5), like a NaN offset to 0 above.
+        mask = torch.sigmoid(torch.nan_to_num(mask_logits, nan=0.0))
+        return deform_conv2d(x, offset, self.weight, self.bias, padding=1, mask=mask)
+
+
+def _safe_offsets(offset: torch.Tensor, size: torch.Size, kernel_size: int) -> torch.Tensor:
+    """Offsets that torchvision's deform_conv2d can take without crashing the process.
+
+    Its CPU kernel turns a sampling position into an integer index unchecked: a NaN offset
+    ends the whole process with a segmentation fault and an infinite or huge one (1e10) makes
+    it hang or corrupt memory. No exception is raised that a caller could catch. The offsets
+    come from the network, so extreme latents (a large --sigma) or a broken checkpoint produce
+    them. A tap moved by more than the feature map's side plus the kernel's reach samples only
+    the zero padding, so clamping to that bound leaves every result unchanged; NaN, for which
+    no position is right, becomes 0: the regular grid, as in a freshly initialised layer.
+    """
+    bound = float(max(size) + kernel_size)
+    return torch.nan_to_num(offset, nan=0.0, posinf=bound, neginf=-bound).clamp(-bound, bound)
 
 
 class GatedConv2d(nn.Module):
