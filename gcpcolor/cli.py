@@ -267,9 +267,7 @@ def colorize(
     try:
         class_ids = [resolve_class(spec) for spec in class_specs]
     except ClassNotFoundError as exc:
-        raise CommandError(str(exc)) from None
-    except ValueError:  # int() refuses numbers of thousands of digits
-        raise CommandError("--class: not a class id, name or wnid (a number far too long)") from None
+        raise CommandError(f"--class: {exc}") from None
     class_spec = class_ids[0] if len(class_ids) == 1 else None
     problems = 0  # reported on their own line; any makes the exit code 1
 
@@ -287,7 +285,7 @@ def colorize(
         for spec in class_specs:
             colorizer.class_index(spec)
     except ClassNotFoundError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(f"--class: {exc}") from None
     if direction is not None:
         deformator = colorizer.model.deformator
         if deformator is None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, class_name, resolve_class
+from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, class_name, parse_class_number, resolve_class
 from .color import lab_to_rgb, l_to_network, rgb_to_lab
 from .config import ColorizerConfig
 from .errors import MissingWeightsError, WeightsFormatError
@@ -249,7 +249,7 @@ class Colorizer:
         if classes == NUM_IMAGENET_CLASSES:
             return resolve_class(spec)
         # A prior of our own is conditioned on pseudo-classes: only their indices mean anything.
-        index = int(spec) if isinstance(spec, int) or str(spec).strip().isdigit() else None
+        index = spec if isinstance(spec, int) and not isinstance(spec, bool) else parse_class_number(str(spec))
         if index is None or not 0 <= index < classes:
             raise ClassNotFoundError(
                 f"this model's prior has {classes} pseudo-classes: give a class index 0..{classes - 1} "

@@ -50,6 +50,8 @@ def test_page_and_colorize(server):
     ("", b"not an image", "not an image"),
     ("?class=zzzzqq", None, "zzzzqq"),
     ("?seed=abc", None, "seed"),
+    ("?class=" + "9" * 5000, None, "out of range"),  # int() refuses so many digits: was a 500
+    ("?class=%C2%B2", None, "unknown ImageNet class"),  # '²' is a digit to str.isdigit, not to int()
 ])
 def test_errors_are_json_400(server, query, body, fragment):
     if body is None:
