@@ -5,6 +5,10 @@
     result = colorizer.colorize("grandma_1932.jpg", class_id="golden retriever")
     result.save("grandma_1932_color.png")
 
+A photo that already has colour is recoloured all the same, with a ColorInputWarning (once per
+photo) and `result.input_is_color` set; toned prints (sepia...) count as black-and-white
+(gcpcolor/color_detection.py).
+
 The networks work at 256²; the predicted ab is upsampled bicubically to the photo's own size and
 joined with its ORIGINAL full-resolution L, so no detail of the scan is lost (docs/architecture.md).
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, class_name, parse_class_number, resolve_class
 from .color import lab_to_rgb, l_to_network, rgb_to_lab
+from .color_detection import COLOR_THRESHOLD, ColorInputWarning, color_input_note, off_tone_chroma
 from .config import ColorizerConfig
 from .errors import MissingWeightsError, WeightsFormatError
 from . import image_io
@@ -56,6 +62,13 @@ class ColorizeResult:
     z: torch.Tensor  # latent used, (dim_z,)
 
     num_classes: int = NUM_IMAGENET_CLASSES  # of the prior that made it
+    #: How far the input's colours depart from one tone per lightness (see color_detection).
+    input_off_tone_chroma: float = 0.0
+
+    @property
+    def input_is_color(self) -> bool:
+        """Whether the input already had colour (toned prints such as sepia do not count)."""
+        return self.input_off_tone_chroma > COLOR_THRESHOLD
 
     @property
     def class_name(self) -> str:
@@ -105,7 +118,13 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
 
 
 class Colorizer:
-    """Colorize photos with GCP-Colorization. Holds the model on one device, in eval mode."""
+    """Colorize photos with GCP-Colorization. Holds the model on one device, in eval mode.
+
+    `warn_on_color_input` (default True): a ColorInputWarning for each photo that already has
+    colour; callers that report it themselves (the command line) turn it off.
+    """
+
+    warn_on_color_input: bool = True
 
     def __init__(
         self,
@@ -204,6 +223,15 @@ class Colorizer:
         return cls(model, device=device, is_demo=True, **kwargs)
 
     # ----------------------------------------------------------------- preprocessing
+    def _check_color(self, rgb: np.ndarray, source: ImageLike) -> float:
+        """The photo's off-tone chroma, warning once when it looks like a colour photo."""
+        chroma = off_tone_chroma(rgb)
+        if chroma > COLOR_THRESHOLD and self.warn_on_color_input:
+            name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the photo"
+            warnings.warn(f"{name} {color_input_note(chroma)}: it is recoloured from its lightness alone",
+                          ColorInputWarning, stacklevel=3)
+        return chroma
+
     def _prepare(self, rgb: np.ndarray, resize_mode: str) -> _Prepared:
         if resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
@@ -288,13 +316,26 @@ class Colorizer:
         latents: torch.Tensor | None = None,
     ) -> list[ColorizeResult]:
         """Colorize several photos in one forward pass (any sizes; each keeps its own)."""
-        if len(images) == 0:
+        rgbs = [to_rgb_array(image) for image in images]
+        chromas = [self._check_color(rgb, image) for rgb, image in zip(rgbs, images)]
+        return self._colorize_arrays(rgbs, class_ids, resize_mode, latents, chromas)
+
+    def _colorize_arrays(
+        self,
+        rgbs: Sequence[np.ndarray],
+        class_ids: Sequence[ClassSpec] | ClassSpec,
+        resize_mode: str,
+        latents: torch.Tensor | None,
+        chromas: Sequence[float],
+    ) -> list[ColorizeResult]:
+        """colorize_batch for RGB arrays whose off-tone chroma is known (checked once per photo)."""
+        if len(rgbs) == 0:
             return []
         if class_ids is None or isinstance(class_ids, (int, str)):
-            class_ids = [class_ids] * len(images)
-        if len(class_ids) != len(images):
-            raise ValueError(f"{len(images)} images but {len(class_ids)} class ids")
-        prepared = [self._prepare(to_rgb_array(image), resize_mode) for image in images]
+            class_ids = [class_ids] * len(rgbs)
+        if len(class_ids) != len(rgbs):
+            raise ValueError(f"{len(rgbs)} images but {len(class_ids)} class ids")
+        prepared = [self._prepare(rgb, resize_mode) for rgb in rgbs]
         work = torch.cat([p.work_input for p in prepared]).to(self.device)
         classes = self.resolve_classes(list(class_ids), work)
         z = None if latents is None else latents.to(self.device)
@@ -309,6 +350,7 @@ class Colorizer:
                 warped_exemplar=warped[i],
                 z=output.z[i].cpu(),
                 num_classes=self.config.biggan.n_classes,
+                input_off_tone_chroma=chromas[i],
             )
             for i, p in enumerate(prepared)
         ]
@@ -341,13 +383,15 @@ class Colorizer:
         if samples < 1:
             raise ValueError("samples must be >= 1")
         rgb = to_rgb_array(image)
+        chroma = self._check_color(rgb, image)
         generator = torch.Generator().manual_seed(seed)
         results = []
         for spec in list(class_ids) if class_ids else [None]:
             z, class_id = self.invert(rgb, spec, resize_mode)
             noise = torch.randn((samples, z.shape[1]), generator=generator).to(z)
             latents = z + sigma * noise
-            results.extend(self.colorize_batch([rgb] * samples, [class_id] * samples, resize_mode, latents=latents))
+            results.extend(self._colorize_arrays([rgb] * samples, [class_id] * samples, resize_mode, latents,
+                                                 [chroma] * samples))
         return results
 
     @torch.no_grad()
@@ -365,13 +409,15 @@ class Colorizer:
         if steps < 2:
             raise ValueError("steps must be >= 2")
         rgb = to_rgb_array(image)
+        chroma = self._check_color(rgb, image)
         z, resolved = self.invert(rgb, class_id, resize_mode)
         shifts = torch.linspace(-shift, shift, steps)
         walked = self.model.shift_latent(z, direction, shifts)
         frames: list[ColorizeResult] = []
         for start in range(0, steps, max(1, batch_size)):
             chunk = walked[start : start + batch_size]
-            frames.extend(self.colorize_batch([rgb] * len(chunk), [resolved] * len(chunk), resize_mode, latents=chunk))
+            frames.extend(self._colorize_arrays([rgb] * len(chunk), [resolved] * len(chunk), resize_mode, chunk,
+                                                [chroma] * len(chunk)))
         return frames
 
 
@@ -433,6 +479,7 @@ def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: f
 
 
 __all__ = [
+    "ColorInputWarning",
     "ColorizeResult",
     "Colorizer",
     "resolve_device",
