@@ -451,3 +451,9 @@ def test_keep_color_never_writes_over_the_input(tmp_path, tiny_weights):
     assert result.exit_code == 1
     assert "input" in _one_line_error(result)
     assert holiday.read_bytes() == original
+
+
+def test_help_documents_keep_color():
+    text = " ".join(run("colorize", "--help").output.split())
+    assert "--keep-color" in text and "Sepia and other toned prints count as black" in text
+    assert "with a one-line note" in text
