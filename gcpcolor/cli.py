@@ -510,7 +510,6 @@ def serve(host: str, port: int, weights: str | None, demo: bool, device: str) ->
     from .web import make_server
 
     colorizer = _load_colorizer(weights, demo, device, None, None)
-    colorizer.warn_on_color_input = False  # the page tells the user (X-Input-Color)
     if colorizer.is_demo:
         _echo_err(DEMO_NOTICE)
     try:

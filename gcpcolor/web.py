@@ -220,4 +220,6 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
 
 
 def make_server(colorizer, host: str = "127.0.0.1", port: int = 7860) -> ThreadingHTTPServer:
+    """The server; it turns the colorizer's ColorInputWarning off, as the page tells the user."""
+    colorizer.warn_on_color_input = False
     return ThreadingHTTPServer((host, port), make_handler(colorizer, threading.Lock()))

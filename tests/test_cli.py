@@ -239,15 +239,16 @@ def test_link_loops_and_broken_links_in_a_folder_are_skipped(tmp_path, tiny_weig
 
 
 def _failing_for_wide_photos(monkeypatch, error: BaseException) -> None:
-    """The model raises `error` for any batch holding a photo 33 pixels wide."""
-    real = Colorizer.colorize_batch
+    """The model raises `error` for any batch holding a photo 33 pixels wide (in the step that
+    colorize, colorize_batch, diverse and transition all go through)."""
+    real = Colorizer._colorize_arrays
 
-    def colorize_batch(self, images, *args, **kwargs):
+    def colorize_arrays(self, images, *args, **kwargs):
         if any(np.asarray(image).shape[1] == 33 for image in images):
             raise error
         return real(self, images, *args, **kwargs)
 
-    monkeypatch.setattr(Colorizer, "colorize_batch", colorize_batch)
+    monkeypatch.setattr(Colorizer, "_colorize_arrays", colorize_arrays)
 
 
 @pytest.mark.parametrize("error, expected, mode", [

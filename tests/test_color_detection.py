@@ -128,7 +128,8 @@ def test_invalid_pixels_do_not_break_the_measure():
 # ----------------------------------------------------------------------------- the Python API
 
 
-def test_colorizing_a_colour_photo_warns_once_and_flags_the_result(demo_colorizer):
+def test_colorizing_a_colour_photo_warns_once_and_flags_the_result(demo_colorizer, monkeypatch):
+    monkeypatch.setattr(demo_colorizer, "warn_on_color_input", True)  # the web tests' server turns it off
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = demo_colorizer.colorize(_colour_photo())
@@ -145,6 +146,7 @@ def test_the_warning_names_the_file_spares_toned_prints_and_can_be_turned_off(de
     colour, sepia = tmp_path / "holiday.png", tmp_path / "grandma.png"
     Image.fromarray(np.round(_colour_photo() * 255).astype(np.uint8)).save(colour)
     Image.fromarray(np.round(_toned(*SEPIA) * 255).astype(np.uint8)).save(sepia)
+    monkeypatch.setattr(demo_colorizer, "warn_on_color_input", True)
     with pytest.warns(ColorInputWarning, match="holiday.png"):
         demo_colorizer.colorize(colour)
     monkeypatch.setattr(demo_colorizer, "warn_on_color_input", False)
