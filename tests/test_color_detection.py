@@ -129,7 +129,7 @@ def test_invalid_pixels_do_not_break_the_measure():
 
 
 def test_colorizing_a_colour_photo_warns_once_and_flags_the_result(demo_colorizer, monkeypatch):
-    monkeypatch.setattr(demo_colorizer, "warn_on_color_input", True)  # the web tests' server turns it off
+    monkeypatch.setattr(demo_colorizer, "warn_on_color_input", True)  # whatever an earlier test left
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = demo_colorizer.colorize(_colour_photo())

@@ -29,6 +29,7 @@ def server(demo_colorizer):
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+    demo_colorizer.warn_on_color_input = True  # make_server turned it off on the shared colorizer
 
 
 def _post(url: str, body: bytes):
