@@ -12,7 +12,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 def __getattr__(name: str):
     # Lazy so that `import gcpcolor` (and the CLI's start-up) does not import torch models.
-    if name in {"Colorizer", "ColorizeResult"}:
+    if name in {"Colorizer", "ColorizeResult", "ColorInputWarning"}:
         from . import pipeline
 
         return getattr(pipeline, name)
@@ -23,4 +23,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'gcpcolor' has no attribute {name!r}")
 
 
-__all__ = ["Colorizer", "ColorizeResult", "ColorizerConfig", "__version__"]
+__all__ = ["ColorInputWarning", "Colorizer", "ColorizeResult", "ColorizerConfig", "__version__"]

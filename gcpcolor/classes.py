@@ -83,6 +83,24 @@ def _check_index(index: int, spec: object) -> int:
     return index
 
 
+#: More digits than any class index can have; int() of a number with thousands of digits
+#: raises a plain ValueError (Python's limit on integer string conversion), not our error.
+_MAX_INDEX_DIGITS = 12
+
+
+def parse_class_number(text: str) -> int | None:
+    """The integer that `text` spells in ASCII digits (an optional sign and surrounding blanks
+    allowed), or None when it is not such a number. A number too long to be any class index
+    raises ClassNotFoundError."""
+    text = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        return None
+    if len(text.lstrip("+-").lstrip("0")) > _MAX_INDEX_DIGITS:
+        shown = text if len(text) <= 20 else f"{text[:8]}...{text[-4:]} ({len(text)} characters)"
+        raise ClassNotFoundError(f"class {shown!r} is out of range: not a class index")
+    return int(text)
+
+
 def resolve_class(spec: int | str) -> int:
     """The class index for an index, a numeric string, a wnid, or a (partial) class name.
 
@@ -96,8 +114,9 @@ def resolve_class(spec: int | str) -> int:
         return _check_index(spec, spec)
 
     text = spec.strip()
-    if re.fullmatch(r"[+-]?\d+", text):
-        return _check_index(int(text), spec)
+    number = parse_class_number(text)
+    if number is not None:
+        return _check_index(number, spec)
     if _WNID_PATTERN.fullmatch(text.lower()):
         index = _index_by_wnid().get(text.lower())
         if index is None:

@@ -1,7 +1,8 @@
 """The `gcpcolor` command line.
 
 Expected problems (missing weights, unreadable inputs, existing outputs) print one line on stderr
-and give a non-zero exit code; a failing photo never stops the rest of a batch.
+and give a non-zero exit code; a failing photo never stops the rest of a batch. A photo that
+already has colour is noted on one line, and recoloured unless --keep-color is given.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from .classes import ClassNotFoundError, IMAGENET_CLASSES, resolve_class
 from .cli_common import DEMO_NOTICE, EXIT_INPUT_ERRORS, CommandError
 from .cli_common import echo_err as _echo_err
+from .color_detection import COLOR_THRESHOLD, color_input_note, off_tone_chroma
 from .config import ConfigError
 from .errors import InvalidResultError, MissingWeightsError, WeightsFormatError
 from .evaluate_cli import evaluate_command
@@ -27,7 +29,9 @@ from .image_io import (
     ImageInputError,
     ImageOutputError,
     SkipReporter,
+    SAVE_FORMATS,
     broken_result_reason,
+    copy_image_file,
     find_images,
     is_out_of_memory,
     load_pixels,
@@ -166,6 +170,15 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
+def _input_identities(jobs: list[_Job]) -> set[tuple[int, int]]:
+    return {identity for job in jobs if (identity := _file_identity(job.source)) is not None}
+
+
+def _report_input_clash(job: _Job, clash: Path) -> None:
+    _echo_err(f"error: {job.source}: not writing {clash}: it is one of the input photos "
+              f"(choose another -o folder or --suffix)")
+
+
 def _jobs_to_run(jobs: list[_Job], overwrite: bool, skip_existing: bool) -> tuple[list[_Job], int]:
     """The jobs allowed to write all their outputs, and how many were refused (each reported).
 
@@ -173,13 +186,12 @@ def _jobs_to_run(jobs: list[_Job], overwrite: bool, skip_existing: bool) -> tupl
     the flags: replacing it would destroy the user's original. Existing outputs are replaced
     only with --overwrite; --skip-existing passes over a photo whose outputs all exist.
     """
-    input_files = {identity for job in jobs if (identity := _file_identity(job.source)) is not None}
+    input_files = _input_identities(jobs)
     pending, refused = [], 0
     for job in jobs:
         clash = next((path for path in job.outputs if _file_identity(path) in input_files), None)
         if clash is not None:
-            _echo_err(f"error: {job.source}: not writing {clash}: it is one of the input photos "
-                      f"(choose another -o folder or --suffix)")
+            _report_input_clash(job, clash)
             refused += 1
             continue
         existing = [path for path in job.outputs if os.path.lexists(path)]
@@ -241,17 +253,24 @@ def _failure_message(error: Exception, activity: str = "colorizing") -> str:
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Descend into sub-folders.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (never an input photo).")
 @click.option("--skip-existing", is_flag=True, help="Silently skip photos whose outputs all exist.")
+@click.option("--keep-color", is_flag=True,
+              help="Leave photos that already have colour as they are: copy each unchanged to its plain "
+                   "output name (converted only when --format asks for another format) instead of "
+                   "recolouring it. Sepia and other toned prints count as black-and-white.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def colorize(
     inputs, output, weights, demo, class_specs, classifier, classifier_weights, samples, sigma, seed, direction,
     shift, steps, device, backend, onnx_path, batch_size, resize_mode, save_exemplar, suffix, extension, recursive,
-    overwrite, skip_existing, quiet,
+    overwrite, skip_existing, keep_color, quiet,
 ):
     """Colorize photos: files, folders (recursively) and glob patterns.
 
     Every problem (an unreadable photo, a skipped folder entry, an existing output, a failed
     colorization) is reported on one line and the rest of the photos are still done; the exit
     code is then 1.
+
+    A photo that already has colour is recoloured from its lightness like any other, with a
+    one-line note; with --keep-color it is copied to the output unchanged instead.
     """
     from tqdm import tqdm
 
@@ -260,9 +279,7 @@ def colorize(
     try:
         class_ids = [resolve_class(spec) for spec in class_specs]
     except ClassNotFoundError as exc:
-        raise CommandError(str(exc)) from None
-    except ValueError:  # int() refuses numbers of thousands of digits
-        raise CommandError("--class: not a class id, name or wnid (a number far too long)") from None
+        raise CommandError(f"--class: {exc}") from None
     class_spec = class_ids[0] if len(class_ids) == 1 else None
     problems = 0  # reported on their own line; any makes the exit code 1
 
@@ -283,6 +300,7 @@ def colorize(
     elif onnx_path:
         raise CommandError("--onnx goes with --backend onnxruntime")
     colorizer = _load_colorizer(weights, demo, device, classifier, classifier_weights)
+    colorizer.warn_on_color_input = False  # reported here, on one line, before colorizing
     if colorizer.is_demo:
         _echo_err(DEMO_NOTICE)
     if backend == "onnxruntime":
@@ -296,7 +314,7 @@ def colorize(
         for spec in class_specs:
             colorizer.class_index(spec)
     except ClassNotFoundError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(f"--class: {exc}") from None
     if direction is not None:
         deformator = colorizer.model.deformator
         if deformator is None:
@@ -315,6 +333,8 @@ def colorize(
     pending, refused = _jobs_to_run(jobs, overwrite, skip_existing)
     problems += refused
     failures = 0
+    kept = 0  # colour photos copied unchanged (--keep-color)
+    input_files = _input_identities(jobs)
 
     progress = tqdm(total=len(pending), unit="photo", disable=quiet or not pending, file=sys.stderr)
 
@@ -384,6 +404,50 @@ def colorize(
         progress.update(1)
         return False
 
+    def keep_unchanged(job: _Job, note: str) -> None:
+        """--keep-color: the photo itself, under the name a single result would have."""
+        nonlocal failures, kept, problems
+        target = job.target
+        progress.update(1)
+        if _file_identity(target) in input_files:
+            _report_input_clash(job, target)
+            failures += 1
+            return
+        if os.path.lexists(target) and not overwrite:
+            if not skip_existing:
+                _echo_err(f"skipped {job.source}: output {target} exists (use --overwrite or --skip-existing)")
+                problems += 1
+            kept += 1
+            return
+        same_format = SAVE_FORMATS.get(job.source.suffix.lower()) == SAVE_FORMATS.get(target.suffix.lower())
+        try:
+            if same_format:
+                copy_image_file(job.source, target, overwrite=overwrite)
+            else:
+                save_image(job.rgb, target, overwrite=overwrite)
+        except ImageOutputError as exc:
+            _echo_err(f"error: {exc}")
+            failures += 1
+            return
+        how = "copied unchanged" if same_format else f"copied (converted to {target.suffix.lstrip('.').upper()})"
+        _echo_err(f"kept {job.source}: {note}; {how} to {target}")
+        kept += 1
+
+    def needs_colorizing(job: _Job) -> bool:
+        """False for a colour photo that --keep-color leaves alone (handled here); every colour
+        photo is noted on one line."""
+        chroma = off_tone_chroma(job.rgb)
+        if chroma <= COLOR_THRESHOLD:
+            return True
+        note = color_input_note(chroma)
+        if keep_color:
+            keep_unchanged(job, note)
+            job.rgb = None
+            return False
+        _echo_err(f"note: {job.source} {note}: recolouring it from its lightness "
+                  f"(--keep-color leaves colour photos as they are)")
+        return True
+
     next_job = 0
     while next_job < len(pending):
         batch: list[_Job] = []
@@ -391,7 +455,7 @@ def colorize(
         while next_job < len(pending) and len(batch) < batch_size and loaded_bytes < BATCH_BYTES:
             job = pending[next_job]
             next_job += 1
-            if load(job):
+            if load(job) and needs_colorizing(job):
                 batch.append(job)
                 loaded_bytes += job.rgb.nbytes
         if direction is not None:
@@ -421,7 +485,8 @@ def colorize(
             job.rgb = None
     progress.close()
     if not quiet:
-        _echo_err(f"colorized {len(pending) - failures} of {len(jobs)} photo(s) into {output}")
+        kept_note = f"; kept {kept} colour photo(s) as they were" if kept else ""
+        _echo_err(f"colorized {len(pending) - failures - kept} of {len(jobs)} photo(s) into {output}{kept_note}")
     if failures or problems:
         sys.exit(EXIT_INPUT_ERRORS)
 

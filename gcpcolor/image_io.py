@@ -18,6 +18,7 @@ import glob
 import io
 import logging
 import os
+import shutil
 import stat
 import struct
 import threading
@@ -574,12 +575,32 @@ def save_image(
         raise ImageOutputError(
             f"{path}: cannot write images with suffix '{path.suffix}' (use one of {known})"
         )
+    _check_destination(path, overwrite)
+    _write_file_atomically(path, overwrite, _encoder(rgb, image_format, jpeg_quality))
+
+
+def copy_image_file(source: str | Path, path: str | Path, overwrite: bool = False) -> None:
+    """Copy the file `source` byte for byte to `path`, with save_image's rules: atomic, never
+    over an existing file unless `overwrite`, parent folders created, one-line errors."""
+    source, path = Path(source), Path(path)
+    _check_destination(path, overwrite)
+    try:
+        reader = open(source, "rb")
+    except OSError as error:
+        raise ImageOutputError(f"{path}: cannot copy {source}: {_describe_os_error(error)}") from error
+    with reader:
+        _write_file_atomically(path, overwrite, lambda stream: shutil.copyfileobj(reader, stream))
+
+
+def _check_destination(path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise ImageOutputError(f"{path}: is a folder")
     if path.exists() and not overwrite:
         raise ImageOutputError(f"{path}: already exists (pass overwrite to replace it)")
-    encode = _encoder(rgb, image_format, jpeg_quality)
 
+
+def _write_file_atomically(path: Path, overwrite: bool, write: Callable[[Any], None]) -> None:
+    """Create `path` with what `write(stream)` writes, through a temporary file beside it."""
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -600,7 +621,7 @@ def save_image(
 
     try:
         with os.fdopen(descriptor, "wb") as stream:
-            encode(stream)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         _move_into_place(temporary, path, overwrite)

@@ -5,6 +5,10 @@
     result = colorizer.colorize("grandma_1932.jpg", class_id="golden retriever")
     result.save("grandma_1932_color.png")
 
+A photo that already has colour is recoloured all the same, with a ColorInputWarning (once per
+photo) and `result.input_is_color` set; toned prints (sepia...) count as black-and-white
+(gcpcolor/color_detection.py).
+
 The networks work at 256²; the predicted ab is upsampled bicubically to the photo's own size and
 joined with its ORIGINAL full-resolution L, so no detail of the scan is lost. The conversions on
 both sides of the networks are `image_processor.ImageProcessor`'s (docs/architecture.md).
@@ -16,6 +20,7 @@ import contextlib
 import functools
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, class_name, resolve_class
+from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, class_name, parse_class_number, resolve_class
+from .color_detection import COLOR_THRESHOLD, ColorInputWarning, color_input_note, off_tone_chroma
 from .config import ColorizerConfig
 from .devices import resolve_device
 from .errors import MissingWeightsError
@@ -66,6 +72,9 @@ class ColorizeResult:
     z: torch.Tensor  # latent used, (dim_z,)
 
     num_classes: int = NUM_IMAGENET_CLASSES  # of the prior that made it
+    #: How far the input's colours depart from one tone per lightness (see color_detection).
+    input_off_tone_chroma: float = 0.0
+
     compose: Callable[[], np.ndarray] | None = field(default=None, repr=False)
     _pixels: np.ndarray | None = field(default=None, repr=False)
 
@@ -81,6 +90,11 @@ class ColorizeResult:
     @pixels.setter
     def pixels(self, value: np.ndarray) -> None:
         self._pixels = value
+
+    @property
+    def input_is_color(self) -> bool:
+        """Whether the input already had colour (toned prints such as sepia do not count)."""
+        return self.input_off_tone_chroma > COLOR_THRESHOLD
 
     @property
     def image(self) -> np.ndarray:
@@ -133,7 +147,13 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
 
 
 class Colorizer:
-    """Colorize photos with GCP-Colorization. Holds the model on one device, in eval mode."""
+    """Colorize photos with GCP-Colorization. Holds the model on one device, in eval mode.
+
+    `warn_on_color_input` (default True): a ColorInputWarning for each photo that already has
+    colour; callers that report it themselves (the command line) turn it off.
+    """
+
+    warn_on_color_input: bool = True
 
     def __init__(
         self,
@@ -221,6 +241,15 @@ class Colorizer:
         return cls(model, device=device, is_demo=True, **kwargs)
 
     # ----------------------------------------------------------------- pre- and post-processing
+    def _check_color(self, pixels: np.ndarray, source: ImageLike) -> float:
+        """The photo's off-tone chroma, warning once when it looks like a colour photo."""
+        chroma = off_tone_chroma(pixels)
+        if chroma > COLOR_THRESHOLD and self.warn_on_color_input:
+            name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the photo"
+            warnings.warn(f"{name} {color_input_note(chroma)}: it is recoloured from its lightness alone",
+                          ColorInputWarning, stacklevel=3)
+        return chroma
+
     def _prepare(self, image: ImageLike, resize_mode: str) -> PreparedPhoto:
         return self.processor.preprocess(to_pixels(image), resize_mode)
 
@@ -249,7 +278,7 @@ class Colorizer:
         if classes == NUM_IMAGENET_CLASSES:
             return resolve_class(spec)
         # A prior of our own is conditioned on pseudo-classes: only their indices mean anything.
-        index = int(spec) if isinstance(spec, int) or str(spec).strip().isdigit() else None
+        index = spec if isinstance(spec, int) and not isinstance(spec, bool) else parse_class_number(str(spec))
         if index is None or not 0 <= index < classes:
             raise ClassNotFoundError(
                 f"this model's prior has {classes} pseudo-classes: give a class index 0..{classes - 1} "
@@ -295,13 +324,26 @@ class Colorizer:
         latents: torch.Tensor | None = None,
     ) -> list[ColorizeResult]:
         """Colorize several photos in one forward pass (any sizes; each keeps its own)."""
-        if len(images) == 0:
+        rgbs = [to_pixels(image) for image in images]
+        chromas = [self._check_color(rgb, image) for rgb, image in zip(rgbs, images)]
+        return self._colorize_arrays(rgbs, class_ids, resize_mode, latents, chromas)
+
+    def _colorize_arrays(
+        self,
+        rgbs: Sequence[np.ndarray],
+        class_ids: Sequence[ClassSpec] | ClassSpec,
+        resize_mode: str,
+        latents: torch.Tensor | None,
+        chromas: Sequence[float],
+    ) -> list[ColorizeResult]:
+        """colorize_batch for RGB arrays whose off-tone chroma is known (checked once per photo)."""
+        if len(rgbs) == 0:
             return []
         if class_ids is None or isinstance(class_ids, (int, str)):
-            class_ids = [class_ids] * len(images)
-        if len(class_ids) != len(images):
-            raise ValueError(f"{len(images)} images but {len(class_ids)} class ids")
-        prepared = [self._prepare(image, resize_mode) for image in images]
+            class_ids = [class_ids] * len(rgbs)
+        if len(class_ids) != len(rgbs):
+            raise ValueError(f"{len(rgbs)} images but {len(class_ids)} class ids")
+        prepared = [self._prepare(rgb, resize_mode) for rgb in rgbs]
         work = torch.cat([p.work_input for p in prepared]).to(self.device)
         if self.onnx_network is not None:
             output, classes = self._run_onnx(work, list(class_ids), latents)
@@ -317,6 +359,7 @@ class Colorizer:
                 z=output.z[i].float().cpu(),
                 num_classes=self.config.biggan.n_classes,
                 compose=functools.partial(self._finish, p, output.ab[i : i + 1].detach().float().cpu()),
+                input_off_tone_chroma=chromas[i],
             )
             for i, p in enumerate(prepared)
         ]
@@ -387,13 +430,15 @@ class Colorizer:
         if samples < 1:
             raise ValueError("samples must be >= 1")
         rgb = to_pixels(image)
+        chroma = self._check_color(rgb, image)
         generator = torch.Generator().manual_seed(seed)
         results = []
         for spec in list(class_ids) if class_ids else [None]:
             z, class_id = self.invert(rgb, spec, resize_mode)
             noise = torch.randn((samples, z.shape[1]), generator=generator).to(z)
             latents = z + sigma * noise
-            results.extend(self.colorize_batch([rgb] * samples, [class_id] * samples, resize_mode, latents=latents))
+            results.extend(self._colorize_arrays([rgb] * samples, [class_id] * samples, resize_mode, latents,
+                                                 [chroma] * samples))
         return results
 
     @torch.no_grad()
@@ -411,13 +456,15 @@ class Colorizer:
         if steps < 2:
             raise ValueError("steps must be >= 2")
         rgb = to_pixels(image)
+        chroma = self._check_color(rgb, image)
         z, resolved = self.invert(rgb, class_id, resize_mode)
         shifts = torch.linspace(-shift, shift, steps)
         walked = self.model.shift_latent(z, direction, shifts)
         frames: list[ColorizeResult] = []
         for start in range(0, steps, max(1, batch_size)):
             chunk = walked[start : start + batch_size]
-            frames.extend(self.colorize_batch([rgb] * len(chunk), [resolved] * len(chunk), resize_mode, latents=chunk))
+            frames.extend(self._colorize_arrays([rgb] * len(chunk), [resolved] * len(chunk), resize_mode, chunk,
+                                                [chroma] * len(chunk)))
         return frames
 
 
@@ -466,6 +513,7 @@ def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: f
 
 
 __all__ = [
+    "ColorInputWarning",
     "ColorizeResult",
     "Colorizer",
     "resolve_device",

@@ -83,7 +83,8 @@ $("go").onclick = async () => {
     const url = URL.createObjectURL(await response.blob());
     $("after").src = url; $("download").href = url; $("download").hidden = false;
     $("caption").textContent = "result (class: " + response.headers.get("X-Class-Name") + ")";
-    $("status").textContent = "";
+    $("status").textContent = response.headers.get("X-Input-Color") === "yes"
+      ? "This photo already has colour: it was recoloured from its lightness alone." : "";
   } catch (error) {
     $("status").textContent = error.name === "AbortError"
       ? "No answer from the server after __TIMEOUT_SECONDS__ s; try a smaller photo."
@@ -222,10 +223,13 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
             buffer = io.BytesIO()
             Image.fromarray(to_8_bit(result.pixels)).save(buffer, format="PNG")
             self._send(HTTPStatus.OK, buffer.getvalue(), "image/png",
-                       {"X-Class-Id": str(result.class_id), "X-Class-Name": result.class_name})
+                       {"X-Class-Id": str(result.class_id), "X-Class-Name": result.class_name,
+                        "X-Input-Color": "yes" if result.input_is_color else "no"})
 
     return Handler
 
 
 def make_server(colorizer, host: str = "127.0.0.1", port: int = 7860) -> ThreadingHTTPServer:
+    """The server; it turns the colorizer's ColorInputWarning off, as the page tells the user."""
+    colorizer.warn_on_color_input = False
     return ThreadingHTTPServer((host, port), make_handler(colorizer, threading.Lock()))

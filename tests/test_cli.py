@@ -239,15 +239,16 @@ def test_link_loops_and_broken_links_in_a_folder_are_skipped(tmp_path, tiny_weig
 
 
 def _failing_for_wide_photos(monkeypatch, error: BaseException) -> None:
-    """The model raises `error` for any batch holding a photo 33 pixels wide."""
-    real = Colorizer.colorize_batch
+    """The model raises `error` for any batch holding a photo 33 pixels wide (in the step that
+    colorize, colorize_batch, diverse and transition all go through)."""
+    real = Colorizer._colorize_arrays
 
-    def colorize_batch(self, images, *args, **kwargs):
+    def colorize_arrays(self, images, *args, **kwargs):
         if any(np.asarray(image).shape[1] == 33 for image in images):
             raise error
         return real(self, images, *args, **kwargs)
 
-    monkeypatch.setattr(Colorizer, "colorize_batch", colorize_batch)
+    monkeypatch.setattr(Colorizer, "_colorize_arrays", colorize_arrays)
 
 
 @pytest.mark.parametrize("error, expected, mode", [
@@ -409,3 +410,93 @@ def test_a_file_name_output_with_several_photos_is_a_one_line_error(tmp_path):
     assert result.exit_code == 2
     assert "out.jpg" in _one_line_error(result)
     assert not (tmp_path / "out.jpg").exists()
+
+
+# ----------------------------------------------------------------------------- colour photos
+
+
+def _colour_photo(path: Path, size=(48, 32)) -> Path:
+    """Smooth colours that change across the picture: clearly a colour photo."""
+    x, y = np.meshgrid(np.linspace(0, 1, size[0]), np.linspace(0, 1, size[1]))
+    rgb = np.stack([x, 1 - x, y], axis=2) * 200 + 30
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb.astype(np.uint8)).save(path)
+    return path
+
+
+def _sepia_photo(path: Path) -> Path:
+    gray = np.asarray(Image.open(_photo(path)).convert("L"), dtype=np.float32)
+    sepia = np.clip(np.stack([gray * 1.0 + 20, gray * 0.85 + 10, gray * 0.6], axis=2), 0, 255)
+    Image.fromarray(sepia.astype(np.uint8)).save(path)
+    return path
+
+
+def _lines(result, start: str) -> list[str]:
+    return [line for line in result.output.splitlines() if line.startswith(start)]
+
+
+def test_a_colour_photo_is_recoloured_with_a_one_line_note(tmp_path, tiny_weights):
+    album = tmp_path / "album"
+    _colour_photo(album / "holiday.png")
+    _sepia_photo(album / "grandma.png")
+    result = run("colorize", str(album), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights))
+    assert result.exit_code == 0, result.output
+    notes = _lines(result, "note:")
+    assert len(notes) == 1 and str(album / "holiday.png") in notes[0] and "colour photo" in notes[0]
+    assert "--keep-color" in notes[0] and "Warning" not in result.output
+    for name in ["holiday_color.png", "grandma_color.png"]:
+        assert (tmp_path / "out" / name).is_file()
+    assert (tmp_path / "out" / "holiday_color.png").read_bytes() != (album / "holiday.png").read_bytes()
+
+
+def test_keep_color_copies_colour_photos_unchanged_and_colorizes_the_rest(tmp_path, tiny_weights):
+    album = tmp_path / "album"
+    holiday = _colour_photo(album / "holiday.png")
+    _sepia_photo(album / "grandma.png")
+    _photo(album / "grandpa.jpg")
+    out = tmp_path / "out"
+    result = run("colorize", str(album), "-o", str(out), "--weights", str(tiny_weights), "--keep-color")
+    assert result.exit_code == 0, result.output
+    kept = _lines(result, "kept")
+    assert len(kept) == 1 and str(holiday) in kept[0] and "copied unchanged" in kept[0]
+    assert (out / "holiday_color.png").read_bytes() == holiday.read_bytes()
+    assert (out / "grandma_color.png").is_file() and (out / "grandpa_color.jpg").is_file()
+    assert "colorized 2 of 3" in result.output and "kept 1 colour photo" in result.output
+    assert not _lines(result, "note:")
+
+    # A second run leaves the copy alone: refused without a flag, passed over with --skip-existing.
+    again = run("colorize", str(holiday), "-o", str(out), "--weights", str(tiny_weights), "--keep-color")
+    assert again.exit_code == 1 and "holiday_color.png exists" in again.output
+    (out / "holiday_color.png").write_bytes(b"edited by the user")
+    again = run("colorize", str(album), "-o", str(out), "--weights", str(tiny_weights), "--keep-color",
+                "--skip-existing", "--samples", "2")
+    assert (out / "holiday_color.png").read_bytes() == b"edited by the user"
+    assert again.exit_code == 0, again.output
+
+
+def test_keep_color_converts_when_another_format_is_asked_for(tmp_path, tiny_weights):
+    holiday = _colour_photo(tmp_path / "holiday.png")
+    result = run("colorize", str(holiday), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights),
+                 "--keep-color", "--format", "jpg")
+    assert result.exit_code == 0, result.output
+    assert "converted to JPG" in _lines(result, "kept")[0]
+    with Image.open(tmp_path / "out" / "holiday_color.jpg") as copy:
+        assert copy.format == "JPEG" and copy.size == (48, 32)
+
+
+def test_keep_color_never_writes_over_the_input(tmp_path, tiny_weights):
+    album = tmp_path / "album"
+    holiday = _colour_photo(album / "holiday.png")
+    original = holiday.read_bytes()
+    # --samples writes holiday_s0.png..., but the kept copy would be holiday.png itself.
+    result = run("colorize", str(album), "-o", str(album), "--suffix", "", "--weights", str(tiny_weights),
+                 "--keep-color", "--samples", "2", "--overwrite")
+    assert result.exit_code == 1
+    assert "input" in _one_line_error(result)
+    assert holiday.read_bytes() == original
+
+
+def test_help_documents_keep_color():
+    text = " ".join(run("colorize", "--help").output.split())
+    assert "--keep-color" in text and "Sepia and other toned prints count as black" in text
+    assert "with a one-line note" in text

@@ -205,3 +205,58 @@ def test_full_size_forward():
         ab = net(torch.rand(1, 1, 256, 256) * 2 - 1, warped)
     assert ab.shape == (1, 2, 256, 256)
     assert torch.isfinite(ab).all() and ab.abs().max() <= 1.0
+
+
+# torchvision's CPU deform_conv2d kills the process (segmentation fault) or hangs on a NaN or
+# huge offset, so the layer is driven in a child process: a crash fails the test, not pytest.
+_EXTREME_OFFSETS_SCRIPT = r"""
+import sys
+import torch
+from gcpcolor.models.colorization_net import ModulatedDeformConv2d
+
+torch.manual_seed(0)
+layer = ModulatedDeformConv2d(3, 4, cond_channels=2)
+x = torch.randn(1, 3, 8, 8)
+for name in sys.argv[1:]:
+    with torch.no_grad():
+        if name == "nan-features":  # what the network sees after a broken layer upstream
+            cond = torch.full((1, 2, 8, 8), float("nan"))
+        else:
+            layer.conv_offset.bias[:18] = float(name)
+            cond = torch.zeros(1, 2, 8, 8)
+        output = layer(x, cond)
+    print(name, "finite" if torch.isfinite(output).all() else "not finite", flush=True)
+"""
+
+
+def test_nan_and_huge_offsets_give_a_finite_result_instead_of_a_crash():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cases = ["nan", "inf", "-inf", "1e30", "-1e10", "nan-features"]
+    repository = Path(__file__).resolve().parents[1]
+    completed = subprocess.run(
+        [sys.executable, "-c", _EXTREME_OFFSETS_SCRIPT, *cases], capture_output=True, text=True, timeout=240,
+        cwd=repository, env={**__import__("os").environ, "PYTHONPATH": str(repository), "OMP_NUM_THREADS": "1"},
+    )
+    assert completed.returncode == 0, f"exit {completed.returncode}: {completed.stdout}{completed.stderr}"
+    assert completed.stdout.split("\n")[:-1] == [f"{case} finite" for case in cases]
+
+
+def test_clamping_offsets_changes_no_result():
+    """Taps pushed any distance past the feature map read only zero padding, so offsets up to
+    several times the map's size give what torchvision gives without the clamp."""
+    from torchvision.ops import deform_conv2d
+
+    generator = torch.Generator().manual_seed(5)
+    layer = ModulatedDeformConv2d(3, 4, cond_channels=2)
+    x = torch.randn(1, 3, 6, 9, generator=generator)
+    with torch.no_grad():
+        layer.conv_offset.bias.copy_(torch.randn(27, generator=generator) * 30)  # up to ~±90 px
+        cond = torch.zeros(1, 2, 6, 9)
+        offset_a, offset_b, mask_logits = torch.chunk(layer.conv_offset(cond), 3, dim=1)
+        unclamped = deform_conv2d(x, torch.cat((offset_a, offset_b), dim=1), layer.weight, layer.bias,
+                                  padding=1, mask=torch.sigmoid(mask_logits))
+        assert layer.conv_offset.bias[:18].abs().max() > 9 + 3  # some offsets are really clamped
+        torch.testing.assert_close(layer(x, cond), unclamped, atol=0, rtol=0)

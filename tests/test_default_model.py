@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
+from gcpcolor.classes import ClassNotFoundError
 from gcpcolor.cli import main
 from gcpcolor.color import rgb_to_lab
 from gcpcolor.image_io import load_image
@@ -76,3 +77,6 @@ def test_pseudo_class_models_refuse_imagenet_class_names(tmp_path):
     colorizer = Colorizer.default()
     result = colorizer.colorize(load_image(SAMPLE), class_id=3)
     assert result.class_id == 3 and result.class_name == "pseudo-class 3"
+    for spec in ["9" * 5000, "\u00b2", "-1", "16"]:  # int() fails on the first two: not a ValueError leak
+        with pytest.raises(ClassNotFoundError):
+            colorizer.class_index(spec)

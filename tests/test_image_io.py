@@ -23,6 +23,7 @@ from gcpcolor.image_io import (
     ImageInputError,
     ImageOutputError,
     broken_result_reason,
+    copy_image_file,
     find_images,
     load_image,
     output_path,
@@ -722,3 +723,21 @@ def test_genuine_old_photos_load(shared_data: Path) -> None:
         rgb = load_image(path)
         assert rgb.dtype == np.float32 and rgb.ndim == 3 and rgb.shape[2] == 3
         assert 0.0 <= rgb.min() and rgb.max() <= 1.0 and rgb.std() > 0.02
+
+
+def test_copy_image_file_is_exact_atomic_and_never_overwrites(tmp_path: Path) -> None:
+    source = tmp_path / "holiday.jpg"
+    Image.fromarray(_gradient_rgb()).save(source, quality=70)
+    target = tmp_path / "out" / "deeper" / "holiday_color.jpg"
+    copy_image_file(source, target)
+    assert target.read_bytes() == source.read_bytes()
+    target.write_bytes(b"the user's edit")
+    with pytest.raises(ImageOutputError) as error:
+        copy_image_file(source, target)
+    assert "already exists" in _single_line(error) and target.read_bytes() == b"the user's edit"
+    copy_image_file(source, target, overwrite=True)
+    assert target.read_bytes() == source.read_bytes()
+    with pytest.raises(ImageOutputError) as error:
+        copy_image_file(tmp_path / "gone.jpg", tmp_path / "out" / "gone.jpg")
+    assert "gone.jpg" in _single_line(error)
+    assert _listing(target.parent) == ["holiday_color.jpg"]  # no temporaries left behind

@@ -12,7 +12,7 @@ from gcpcolor.config import ColorizerConfig
 from gcpcolor.errors import MissingWeightsError
 from gcpcolor.legacy import save_authors_checkpoints
 from gcpcolor.model import GCPColorizationModel
-from gcpcolor.pipeline import Colorizer, to_rgb_array
+from gcpcolor.pipeline import ColorInputWarning, Colorizer, to_rgb_array
 
 
 def _gray_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -48,13 +48,15 @@ def test_zero_ab_returns_the_original_gray_exactly(demo_colorizer):
     assert np.abs(restored / 65535.0 - gray).max() < 1 / 255
 
 
-def test_colour_input_is_converted_to_lightness(demo_colorizer):
+def test_colour_input_is_converted_to_lightness(demo_colorizer, monkeypatch):
+    monkeypatch.setattr(demo_colorizer, "warn_on_color_input", True)  # whatever an earlier test left
     from gcpcolor.color import gray_to_rgb
 
     rgb = np.random.default_rng(3).random((64, 80, 3)).astype(np.float32)
     lightness = _lightness(rgb).view(1, 1, 64, 80)
     gray_rgb = gray_to_rgb(lightness)[0].permute(1, 2, 0).numpy()
-    a = demo_colorizer.colorize(rgb, class_id=5).image
+    with pytest.warns(ColorInputWarning):  # recoloured all the same, but not silently
+        a = demo_colorizer.colorize(rgb, class_id=5).image
     b = demo_colorizer.colorize(gray_rgb, class_id=5).image
     assert np.abs(a - b).max() < 2e-3
 

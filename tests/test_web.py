@@ -29,6 +29,7 @@ def server(demo_colorizer):
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+    demo_colorizer.warn_on_color_input = True  # make_server turned it off on the shared colorizer
 
 
 def _post(url: str, body: bytes):
@@ -41,7 +42,7 @@ def test_page_and_colorize(server):
     buffer = io.BytesIO()
     Image.fromarray((np.random.default_rng(0).random((30, 50)) * 255).astype(np.uint8)).save(buffer, format="JPEG")
     with _post(server + "/colorize?class=goldfish&seed=1&sigma=0.5", buffer.getvalue()) as response:
-        assert response.headers["X-Class-Id"] == "1"
+        assert response.headers["X-Class-Id"] == "1" and response.headers["X-Input-Color"] == "no"
         image = Image.open(io.BytesIO(response.read()))
         assert image.size == (50, 30) and image.mode == "RGB"
 
@@ -50,6 +51,8 @@ def test_page_and_colorize(server):
     ("", b"not an image", "not an image"),
     ("?class=zzzzqq", None, "zzzzqq"),
     ("?seed=abc", None, "seed"),
+    ("?class=" + "9" * 5000, None, "out of range"),  # int() refuses so many digits: was a 500
+    ("?class=%C2%B2", None, "unknown ImageNet class"),  # '²' is a digit to str.isdigit, not to int()
 ])
 def test_errors_are_json_400(server, query, body, fragment):
     if body is None:
@@ -208,3 +211,13 @@ def test_the_page_never_waits_forever(server, tmp_path, scenario, expected):
     outcome = json.loads(completed.stdout)
     assert expected in outcome["status"] and outcome["disabled"] is False
     assert web.PAGE_TIMEOUT_SECONDS * 1000 in outcome["delays"]
+
+
+def test_a_colour_photo_is_recoloured_and_the_page_is_told(server):
+    x, y = np.meshgrid(np.linspace(0, 1, 40), np.linspace(0, 1, 24))
+    buffer = io.BytesIO()
+    Image.fromarray((np.stack([x, 1 - x, y], axis=2) * 200 + 30).astype(np.uint8)).save(buffer, format="PNG")
+    with _post(server + "/colorize", buffer.getvalue()) as response:
+        assert response.status == 200 and response.headers["X-Input-Color"] == "yes"
+    page = urllib.request.urlopen(server + "/", timeout=10).read().decode()
+    assert "X-Input-Color" in page and "already has colour" in page

@@ -102,13 +102,18 @@ class ModulatedDeformConv2d(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         offset_a, offset_b, mask_logits = torch.chunk(self.conv_offset(cond), 3, dim=1)
         offset = torch.cat((offset_a, offset_b), dim=1)
-        if x.device.type == "cpu" and not torch.onnx.is_in_onnx_export():
+        if torch.onnx.is_in_onnx_export():
+            # the exported graph keeps the plain operator (ONNX DeformConv); the guard below is
+            # for torchvision's kernel
+            return deform_conv2d(x, offset, self.weight, self.bias, padding=1, mask=torch.sigmoid(mask_logits))
+        offset = _safe_offsets(offset, x.shape[-2:], self.kernel_size)
+        # A NaN mask logit falls back to a fresh layer's mask (0.5), like a NaN offset to 0.
+        mask = torch.sigmoid(torch.nan_to_num(mask_logits, nan=0.0))
+        if x.device.type == "cpu":
             # torchvision's CPU kernel samples element by element, 1.7x slower than this
-            # (384 channels at 64²); the export keeps the operator, which ONNX has.
-            return self._forward_by_sampling(x, offset, torch.sigmoid(mask_logits))
-        return deform_conv2d(
-            x, offset, self.weight, self.bias, padding=1, mask=torch.sigmoid(mask_logits)
-        )
+            # (384 channels at 64²).
+            return self._forward_by_sampling(x, offset, mask)
+        return deform_conv2d(x, offset, self.weight, self.bias, padding=1, mask=mask)
 
     def _forward_by_sampling(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if torch.is_autocast_enabled(x.device.type):
@@ -120,6 +125,21 @@ class ModulatedDeformConv2d(nn.Module):
                     conv_dtype=torch.get_autocast_dtype(x.device.type),
                 )
         return deform_conv2d_by_sampling(x, offset, self.weight, self.bias, mask)
+
+
+def _safe_offsets(offset: torch.Tensor, size: torch.Size, kernel_size: int) -> torch.Tensor:
+    """Offsets that torchvision's deform_conv2d can take without crashing the process.
+
+    Its CPU kernel turns a sampling position into an integer index unchecked: a NaN offset
+    ends the whole process with a segmentation fault and an infinite or huge one (1e10) makes
+    it hang or corrupt memory. No exception is raised that a caller could catch. The offsets
+    come from the network, so extreme latents (a large --sigma) or a broken checkpoint produce
+    them. A tap moved by more than the feature map's side plus the kernel's reach samples only
+    the zero padding, so clamping to that bound leaves every result unchanged; NaN, for which
+    no position is right, becomes 0: the regular grid, as in a freshly initialised layer.
+    """
+    bound = float(max(size) + kernel_size)
+    return torch.nan_to_num(offset, nan=0.0, posinf=bound, neginf=-bound).clamp(-bound, bound)
 
 
 class GatedConv2d(nn.Module):
