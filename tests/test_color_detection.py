@@ -122,7 +122,21 @@ def test_invalid_pixels_do_not_break_the_measure():
     rgb[1, 1] = np.inf
     assert np.isfinite(off_tone_chroma(rgb)) and not looks_like_color(rgb)
     with pytest.raises(ValueError):
-        off_tone_chroma(np.zeros((4, 4)))
+        off_tone_chroma(np.zeros((4, 4, 2)))
+
+
+def test_compact_pixels_are_measured_like_floats():
+    """The pipeline hands over pixels as image_io.load_pixels gives them: one-channel photos have
+    no colour, and uint8/uint16 photos measure like their [0, 1] float versions."""
+    assert off_tone_chroma(np.full((40, 60), 200, np.uint8)) == 0.0
+    rng = np.random.default_rng(0)
+    colourful = rng.random((48, 64, 3)).astype(np.float32)
+    as_uint8 = np.round(colourful * 255).astype(np.uint8)
+    as_uint16 = np.round(colourful * 65535).astype(np.uint16)
+    expected = off_tone_chroma(as_uint8.astype(np.float32) / 255)
+    assert off_tone_chroma(as_uint8) == pytest.approx(expected, abs=1e-3)
+    assert off_tone_chroma(as_uint16) == pytest.approx(off_tone_chroma(colourful), abs=1e-2)
+    assert looks_like_color(as_uint8)
 
 
 # ----------------------------------------------------------------------------- the Python API

@@ -259,4 +259,6 @@ def test_clamping_offsets_changes_no_result():
         unclamped = deform_conv2d(x, torch.cat((offset_a, offset_b), dim=1), layer.weight, layer.bias,
                                   padding=1, mask=torch.sigmoid(mask_logits))
         assert layer.conv_offset.bias[:18].abs().max() > 9 + 3  # some offsets are really clamped
-        torch.testing.assert_close(layer(x, cond), unclamped, atol=0, rtol=0)
+        # On CPU the layer samples bilinearly instead of calling torchvision's kernel: equal up to
+        # float rounding of the sums, not bit for bit.
+        torch.testing.assert_close(layer(x, cond), unclamped, atol=1e-6, rtol=1e-5)
