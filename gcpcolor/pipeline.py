@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -247,7 +248,7 @@ class Colorizer:
         if chroma > COLOR_THRESHOLD and self.warn_on_color_input:
             name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the photo"
             warnings.warn(f"{name} {color_input_note(chroma)}: it is recoloured from its lightness alone",
-                          ColorInputWarning, stacklevel=3)
+                          ColorInputWarning, stacklevel=_stacklevel_outside_package())
         return chroma
 
     def _prepare(self, image: ImageLike, resize_mode: str) -> PreparedPhoto:
@@ -480,6 +481,19 @@ def default_imagenet_classifier(config: ColorizerConfig) -> "torch.nn.Module | N
     except MissingWeightsError as exc:
         logger.warning("automatic classes fall back to the BigGAN discriminator's projection: %s", exc)
         return None
+
+
+def _stacklevel_outside_package() -> int:
+    """The `stacklevel` of a warning issued by this function's caller that names the user's line:
+    the first frame outside gcpcolor and torch (colorize, diverse and transition reach the check
+    at different depths, through torch.no_grad's wrappers)."""
+    packages = tuple(
+        os.path.dirname(os.path.abspath(module.__file__)) + os.sep for module in (sys.modules[__package__], torch)
+    )
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(packages):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _to_images(batch: torch.Tensor) -> list[np.ndarray]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -55,8 +57,9 @@ def test_colour_input_is_converted_to_lightness(demo_colorizer, monkeypatch):
     rgb = np.random.default_rng(3).random((64, 80, 3)).astype(np.float32)
     lightness = _lightness(rgb).view(1, 1, 64, 80)
     gray_rgb = gray_to_rgb(lightness)[0].permute(1, 2, 0).numpy()
-    with pytest.warns(ColorInputWarning):  # recoloured all the same, but not silently
+    with pytest.warns(ColorInputWarning) as caught:  # recoloured all the same, but not silently
         a = demo_colorizer.colorize(rgb, class_id=5).image
+    assert [Path(w.filename).name for w in caught] == [Path(__file__).name]  # points at the caller's line
     b = demo_colorizer.colorize(gray_rgb, class_id=5).image
     assert np.abs(a - b).max() < 2e-3
 
