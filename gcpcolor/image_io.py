@@ -10,6 +10,8 @@ file, and a failed save leaves nothing behind; 16-bit results stay 16-bit in PNG
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import errno
 import fnmatch
@@ -409,6 +411,7 @@ def broken_result_reason(photo: Any, result: Any) -> str | None:
 # level 6) at a fifth of the time: on our historical photos 5 % smaller, 7 times faster.
 _ROWS_PER_BLOCK_BYTES = 1 << 22
 _PNG_COMPRESSION_LEVEL = 1
+_PNG_THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def _png_chunk(stream: Any, kind: bytes, data: Any) -> None:
@@ -416,32 +419,63 @@ def _png_chunk(stream: Any, kind: bytes, data: Any) -> None:
     stream.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
 
 
+def _png_filtered_block(pixels: np.ndarray, top: int, rows: int) -> bytes:
+    """Rows top..top+rows of RGB pixels as PNG scanlines, each with filter type 2 ("Up": each
+    byte minus the one above it; neighbouring rows of a photo are alike, so the differences
+    compress far better than the values)."""
+    block = pixels[max(0, top - 1) : top + rows]
+    if pixels.dtype.itemsize == 2:
+        block = block.astype(">u2")  # PNG stores 16-bit samples big-endian
+    raw = np.ascontiguousarray(block).view(np.uint8).reshape(block.shape[0], -1)
+    if top == 0:
+        raw = np.concatenate([np.zeros_like(raw[:1]), raw])  # the row above the first is zeros
+    lines = np.empty((raw.shape[0] - 1, raw.shape[1] + 1), dtype=np.uint8)
+    lines[:, 0] = 2
+    np.subtract(raw[1:], raw[:-1], out=lines[:, 1:])
+    return lines.tobytes()
+
+
+def _deflate_block(data: bytes, last: bool) -> bytes:
+    """Raw deflate of one block. Blocks that end on a sync flush (byte-aligned, not final) can be
+    concatenated into one valid deflate stream, so they can be compressed side by side."""
+    compressor = zlib.compressobj(_PNG_COMPRESSION_LEVEL, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
 def _write_png(stream: Any, pixels: np.ndarray) -> None:
-    """RGB pixels (uint8 or uint16, (H, W, 3)) as an 8- or 16-bit PNG."""
+    """RGB pixels (uint8 or uint16, (H, W, 3)) as an 8- or 16-bit PNG.
+
+    Blocks of rows are filtered and compressed on up to _PNG_THREADS threads (zlib and numpy
+    release the GIL) and written in order; at most two blocks a thread are in flight."""
     height, width = pixels.shape[:2]
     sample_bytes = pixels.dtype.itemsize
     stream.write(b"\x89PNG\r\n\x1a\n")
     _png_chunk(stream, b"IHDR", struct.pack(">IIBBBBB", width, height, 8 * sample_bytes, 2, 0, 0, 0))
-    compressor = zlib.compressobj(_PNG_COMPRESSION_LEVEL)
-    line_bytes = width * 3 * sample_bytes
-    previous = np.zeros(line_bytes, dtype=np.uint8)
-    rows = max(1, _ROWS_PER_BLOCK_BYTES // line_bytes)
-    for top in range(0, height, rows):
-        block = pixels[top : top + rows]
-        if sample_bytes == 2:
-            block = block.astype(">u2")  # PNG stores 16-bit samples big-endian
-        raw = np.ascontiguousarray(block).view(np.uint8).reshape(-1, line_bytes)
-        lines = np.empty((raw.shape[0], line_bytes + 1), dtype=np.uint8)
-        # Filter type 2 ("Up"): each byte minus the one above it; neighbouring rows of a photo
-        # are alike, so the differences compress far better than the values.
-        lines[:, 0] = 2
-        np.subtract(raw[:1], previous[None], out=lines[:1, 1:])
-        np.subtract(raw[1:], raw[:-1], out=lines[1:, 1:])
-        previous = raw[-1].copy()
-        compressed = compressor.compress(lines)
-        if compressed:
+    rows = max(1, _ROWS_PER_BLOCK_BYTES // (width * 3 * sample_bytes))
+    tops = range(0, height, rows)
+
+    def work(top: int) -> tuple[bytes, bytes]:
+        lines = _png_filtered_block(pixels, top, rows)
+        return lines, _deflate_block(lines, last=top + rows >= height)
+
+    # The zlib stream: header (deflate, 32K window, no dictionary, level "fastest"), the raw
+    # deflate blocks, then the Adler-32 of all the scanlines.
+    _png_chunk(stream, b"IDAT", b"\x78\x01")
+    checksum = zlib.adler32(b"")
+    threads = min(_PNG_THREADS, len(tops))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: collections.deque = collections.deque()
+        for top in tops:
+            pending.append(pool.submit(work, top))
+            if len(pending) >= 2 * threads:
+                lines, compressed = pending.popleft().result()
+                checksum = zlib.adler32(lines, checksum)
+                _png_chunk(stream, b"IDAT", compressed)
+        while pending:
+            lines, compressed = pending.popleft().result()
+            checksum = zlib.adler32(lines, checksum)
             _png_chunk(stream, b"IDAT", compressed)
-    _png_chunk(stream, b"IDAT", compressor.flush())
+    _png_chunk(stream, b"IDAT", struct.pack(">I", checksum))
     _png_chunk(stream, b"IEND", b"")
 
 

@@ -245,3 +245,18 @@ def test_stretch_mode_is_the_authors_pipeline(channels):
     # The same ab through our own constants (pad mode's) differs visibly: the test can tell them apart.
     own = processor.compose(photo, ab)
     assert np.abs(own.astype(int) - expected).max() > 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_written_in_parallel_blocks_is_one_valid_stream(tmp_path, monkeypatch, dtype):
+    """Many small blocks compressed on several threads still make one zlib stream (checked by
+    zlib's own Adler-32 test in the reader) that decodes to the exact pixels."""
+    from gcpcolor import image_io
+
+    monkeypatch.setattr(image_io, "_ROWS_PER_BLOCK_BYTES", 1000)  # a few rows a block
+    monkeypatch.setattr(image_io, "_PNG_THREADS", 3)
+    rng = np.random.default_rng(9)
+    pixels = (rng.random((61, 37, 3)) * np.iinfo(dtype).max).astype(dtype)
+    pixels[10:30] = pixels[10:11]  # alike rows, as in photos
+    image_io.save_image(pixels, tmp_path / "blocks.png")
+    np.testing.assert_array_equal(_read_png(tmp_path / "blocks.png"), pixels)
