@@ -2,7 +2,7 @@
 
 The module is also runnable on its own, which is the form torchrun launches:
 
-    torchrun --nproc-per-node=8 -m gcpcolor.train_cli train --config configs/stage2.yaml
+    torchrun --nproc-per-node=8 -m gcpcolor.train_cli train --config configs/paper/stage2.yaml
 
 Expected problems (missing or invalid config, missing weights or data) print one line and exit
 with code 2, on every rank.
@@ -39,7 +39,7 @@ def _training_options(function: Callable) -> Callable:
     options = [
         click.option(
             "--config", "config_path", required=True, metavar="YAML",
-            help="Training config (see configs/stage1.yaml, configs/stage2.yaml).",
+            help="Training config (see configs/paper/stage1.yaml, configs/paper/stage2.yaml).",
         ),
         click.option(
             "--resume", is_flag=False, flag_value="latest", default=None, metavar="[CHECKPOINT]",
@@ -71,7 +71,7 @@ def _run(stage: int, config_path: str, resume: str | None, overrides: Sequence[s
 @click.command("train-prior")
 @_training_options
 def train_prior_command(config_path: str, resume: str | None, overrides: tuple[str, ...]) -> None:
-    """Stage 0: train our own class-conditional BigGAN colour prior (see configs/prior_small.yaml)."""
+    """Stage 0: train our own class-conditional BigGAN colour prior (see configs/default_model/prior_small.yaml)."""
     _run(0, config_path, resume, overrides)
 
 

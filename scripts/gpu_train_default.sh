@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train stage 2 of the default model (configs/default_v2_stage2.yaml) on one GPU within a fixed
+# Train stage 2 of the default model (configs/default_model/default_v2_stage2.yaml) on one GPU within a fixed
 # wall-clock budget and export it to $OUT/default_model, ready to copy into
 # gcpcolor/assets/default_model/. The prior, encoder and correspondence come from the bundled
 # model (they are not retrained); the semantic colorization network and class probe are.
@@ -37,7 +37,7 @@ PY
 resume=()
 [ -e "$RUN/stage2/checkpoints/latest" ] && resume=(--resume)
 set +e
-timeout --signal=INT "$BUDGET_S" gcpcolor train --config configs/default_v2_stage2.yaml "${resume[@]}" \
+timeout --signal=INT "$BUDGET_S" gcpcolor train --config configs/default_model/default_v2_stage2.yaml "${resume[@]}" \
     --set "class_probe_data.root=$1" --set "class_probe_data.labels_file=$RUN/pseudo_classes.csv" \
     --set "data.root=$RUN" --set "data.labels_file=$RUN/manifest.csv" --set "data.num_workers=$WORKERS" \
     --set "optim.batch_size=$BATCH" --set "optim.max_steps=$STEPS" --set "checkpoint.save_every=200" \

@@ -65,7 +65,7 @@ def one_photo(tmp_path_factory) -> Path:
 def tiny_config(stage: int, root: Path, output_dir: Path, *overrides: str) -> Stage1Config | Stage2Config:
     return load_train_config(
         stage,
-        CONFIGS / f"stage{stage}_tiny.yaml",
+        CONFIGS / "smoke" / f"stage{stage}_tiny.yaml",
         [
             f"data.root={root}",
             f"checkpoint.output_dir={output_dir}",
@@ -94,13 +94,13 @@ def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
 
 
 def test_shipped_configs_carry_the_paper_settings():
-    stage1 = load_train_config(1, CONFIGS / "stage1.yaml")
+    stage1 = load_train_config(1, CONFIGS / "paper" / "stage1.yaml")
     assert (stage1.optim.lr, stage1.optim.betas, stage1.optim.epochs, stage1.optim.batch_size) == (
         1e-5, (0.9, 0.999), 10, 8)
     assert (stage1.loss.feature, stage1.loss.latent) == (1.0, 0.0125)
     assert stage1.optim.linear_decay and stage1.model == "full" and stage1.precision == "bf16"
 
-    stage2 = load_train_config(2, CONFIGS / "stage2.yaml")
+    stage2 = load_train_config(2, CONFIGS / "paper" / "stage2.yaml")
     assert (stage2.optim.lr, stage2.optim.betas, stage2.optim.epochs, stage2.optim.batch_size) == (
         1e-4, (0.5, 0.999), 10, 8)
     weights = stage2.loss
@@ -110,7 +110,7 @@ def test_shipped_configs_carry_the_paper_settings():
     assert stage2.patchgan.num_scales == 3
 
     for stage in (1, 2):
-        tiny = load_train_config(stage, CONFIGS / f"stage{stage}_tiny.yaml")
+        tiny = load_train_config(stage, CONFIGS / "smoke" / f"stage{stage}_tiny.yaml")
         assert tiny.model == "tiny" and tiny.prior.random_prior and tiny.optim.max_steps <= 64
 
 
@@ -128,13 +128,13 @@ def test_config_unknown_keys_and_bad_values_are_errors(tmp_path):
     with pytest.raises(ConfigError, match="optim: unknown option.*lrr"):
         load_train_config(1, path)
     with pytest.raises(ConfigError, match="unknown option 'lrr'"):
-        load_train_config(1, CONFIGS / "stage1_tiny.yaml", ["optim.lrr=1"])
+        load_train_config(1, CONFIGS / "smoke" / "stage1_tiny.yaml", ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="optim.batch_size: expected int"):
-        load_train_config(1, CONFIGS / "stage1_tiny.yaml", ["optim.batch_size=two"])
+        load_train_config(1, CONFIGS / "smoke" / "stage1_tiny.yaml", ["optim.batch_size=two"])
     with pytest.raises(ConfigError, match="guidance must be one of"):
-        load_train_config(2, CONFIGS / "stage2_tiny.yaml", ["guidance=colour"])
+        load_train_config(2, CONFIGS / "smoke" / "stage2_tiny.yaml", ["guidance=colour"])
     with pytest.raises(ConfigError, match="exactly one of"):
-        load_train_config(2, CONFIGS / "stage2_tiny.yaml", ["prior.prior_weights_dir=/weights"])
+        load_train_config(2, CONFIGS / "smoke" / "stage2_tiny.yaml", ["prior.prior_weights_dir=/weights"])
     with pytest.raises(ConfigError, match="config file not found"):
         load_train_config(1, tmp_path / "missing.yaml")
 
@@ -142,7 +142,7 @@ def test_config_unknown_keys_and_bad_values_are_errors(tmp_path):
 def test_config_overrides_are_typed_and_nested():
     config = load_train_config(
         2,
-        CONFIGS / "stage2.yaml",
+        CONFIGS / "paper" / "stage2.yaml",
         ["optim.lr=2e-4", "optim.betas=[0.0, 0.99]", "guidance=none", "optim.max_steps=null",
          "model.colorization.base_channels=32", "data.root=/data/imagenet/train"],
     )
@@ -314,7 +314,7 @@ def test_stage2_overfits_one_batch(one_photo, tmp_path):
 
 
 def cli_args(command: str, stage: int, root: Path, output_dir: Path, *overrides: str) -> list[str]:
-    args = [command, "--config", str(CONFIGS / f"stage{stage}_tiny.yaml"),
+    args = [command, "--config", str(CONFIGS / "smoke" / f"stage{stage}_tiny.yaml"),
             "--set", f"data.root={root}", "--set", f"checkpoint.output_dir={output_dir}",
             "--set", "logging.progress_bar=false"]
     for override in overrides:

@@ -36,7 +36,7 @@ def worker(stage: int, out_dir: Path, overrides: list[str]) -> None:
     from gcpcolor.training.distributed import setup_distributed, teardown_distributed
     from gcpcolor.training.run import TRAINERS
 
-    config = load_train_config(stage, CONFIGS / f"stage{stage}_tiny.yaml", overrides)
+    config = load_train_config(stage, CONFIGS / "smoke" / f"stage{stage}_tiny.yaml", overrides)
     context = setup_distributed(config.device)
     try:
         trainer = TRAINERS[stage](config, None, context)
