@@ -38,7 +38,7 @@ from .devices import resolve_device
 from .errors import MissingWeightsError
 from . import image_io
 from .image_io import load_pixels, pixels_to_float_rgb, save_image
-from .image_processor import RESIZE_MODES, ImageProcessor, PreparedPhoto, check_pixels
+from .image_processor import ImageProcessor, PreparedPhoto, check_pixels
 from .model import BackboneFeatures, GCPColorizationModel
 from .weights import (
     AUTHORS_FILES,
@@ -73,10 +73,11 @@ class ColorizeResult:
     z: torch.Tensor  # latent used, (dim_z,)
 
     num_classes: int = NUM_IMAGENET_CLASSES  # of the prior that made it
-    #: How far the input's colours depart from one tone per lightness (see color_detection).
-    input_off_tone_chroma: float = 0.0
 
     compose: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+    #: The input's off-tone chroma, measured on first use and shared by all results of a photo:
+    #: callers that decide about colour inputs themselves (the command line) never pay for it.
+    measure_input_chroma: Callable[[], float] | None = field(default=None, repr=False)
     _pixels: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -91,6 +92,11 @@ class ColorizeResult:
     @pixels.setter
     def pixels(self, value: np.ndarray) -> None:
         self._pixels = value
+
+    @property
+    def input_off_tone_chroma(self) -> float:
+        """How far the input's colours depart from one tone per lightness (see color_detection)."""
+        return self.measure_input_chroma() if self.measure_input_chroma is not None else 0.0
 
     @property
     def input_is_color(self) -> bool:
@@ -242,14 +248,15 @@ class Colorizer:
         return cls(model, device=device, is_demo=True, **kwargs)
 
     # ----------------------------------------------------------------- pre- and post-processing
-    def _check_color(self, pixels: np.ndarray, source: ImageLike) -> float:
-        """The photo's off-tone chroma, warning once when it looks like a colour photo."""
-        chroma = off_tone_chroma(pixels)
-        if chroma > COLOR_THRESHOLD and self.warn_on_color_input:
+    def _input_chroma(self, pixels: np.ndarray, source: ImageLike) -> Callable[[], float]:
+        """The photo's off-tone chroma as a measure taken at most once; taken now, with a warning
+        for a colour photo, when `warn_on_color_input` is on."""
+        measure = functools.cache(functools.partial(off_tone_chroma, pixels))
+        if self.warn_on_color_input and measure() > COLOR_THRESHOLD:
             name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the photo"
-            warnings.warn(f"{name} {color_input_note(chroma)}: it is recoloured from its lightness alone",
+            warnings.warn(f"{name} {color_input_note(measure())}: it is recoloured from its lightness alone",
                           ColorInputWarning, stacklevel=_stacklevel_outside_package())
-        return chroma
+        return measure
 
     def _prepare(self, image: ImageLike, resize_mode: str) -> PreparedPhoto:
         return self.processor.preprocess(to_pixels(image), resize_mode)
@@ -325,26 +332,26 @@ class Colorizer:
         latents: torch.Tensor | None = None,
     ) -> list[ColorizeResult]:
         """Colorize several photos in one forward pass (any sizes; each keeps its own)."""
-        rgbs = [to_pixels(image) for image in images]
-        chromas = [self._check_color(rgb, image) for rgb, image in zip(rgbs, images)]
-        return self._colorize_arrays(rgbs, class_ids, resize_mode, latents, chromas)
+        pixels = [to_pixels(image) for image in images]
+        measures = [self._input_chroma(photo, image) for photo, image in zip(pixels, images)]
+        prepared = [self.processor.preprocess(photo, resize_mode) for photo in pixels]
+        return self._colorize_prepared(prepared, class_ids, latents, measures)
 
-    def _colorize_arrays(
+    def _colorize_prepared(
         self,
-        rgbs: Sequence[np.ndarray],
+        prepared: Sequence[PreparedPhoto],
         class_ids: Sequence[ClassSpec] | ClassSpec,
-        resize_mode: str,
         latents: torch.Tensor | None,
-        chromas: Sequence[float],
+        chroma_measures: Sequence[Callable[[], float]],
     ) -> list[ColorizeResult]:
-        """colorize_batch for RGB arrays whose off-tone chroma is known (checked once per photo)."""
-        if len(rgbs) == 0:
+        """colorize_batch for photos already brought to the network's input (once per photo, however
+        many results are made of it)."""
+        if len(prepared) == 0:
             return []
         if class_ids is None or isinstance(class_ids, (int, str)):
-            class_ids = [class_ids] * len(rgbs)
-        if len(class_ids) != len(rgbs):
-            raise ValueError(f"{len(rgbs)} images but {len(class_ids)} class ids")
-        prepared = [self._prepare(rgb, resize_mode) for rgb in rgbs]
+            class_ids = [class_ids] * len(prepared)
+        if len(class_ids) != len(prepared):
+            raise ValueError(f"{len(prepared)} images but {len(class_ids)} class ids")
         work = torch.cat([p.work_input for p in prepared]).to(self.device)
         if self.onnx_network is not None:
             output, classes = self._run_onnx(work, list(class_ids), latents)
@@ -360,7 +367,7 @@ class Colorizer:
                 z=output.z[i].float().cpu(),
                 num_classes=self.config.biggan.n_classes,
                 compose=functools.partial(self._finish, p, output.ab[i : i + 1].detach().float().cpu()),
-                input_off_tone_chroma=chromas[i],
+                measure_input_chroma=chroma_measures[i],
             )
             for i, p in enumerate(prepared)
         ]
@@ -410,7 +417,9 @@ class Colorizer:
     @torch.no_grad()
     def invert(self, image: ImageLike, class_id: ClassSpec = None, resize_mode: str = "pad") -> tuple[torch.Tensor, int]:
         """The encoder's latent z (1, dim_z) and the class used, for a photo."""
-        prepared = self._prepare(image, resize_mode)
+        return self._invert_prepared(self._prepare(image, resize_mode), class_id)
+
+    def _invert_prepared(self, prepared: PreparedPhoto, class_id: ClassSpec) -> tuple[torch.Tensor, int]:
         work = prepared.work_input.to(self.device)
         classes = self.resolve_classes([class_id], work)
         return self.model.invert(work, classes), int(classes[0])
@@ -430,16 +439,17 @@ class Colorizer:
         """
         if samples < 1:
             raise ValueError("samples must be >= 1")
-        rgb = to_pixels(image)
-        chroma = self._check_color(rgb, image)
+        pixels = to_pixels(image)
+        measure = self._input_chroma(pixels, image)
+        prepared = self.processor.preprocess(pixels, resize_mode)
         generator = torch.Generator().manual_seed(seed)
         results = []
         for spec in list(class_ids) if class_ids else [None]:
-            z, class_id = self.invert(rgb, spec, resize_mode)
+            z, class_id = self._invert_prepared(prepared, spec)
             noise = torch.randn((samples, z.shape[1]), generator=generator).to(z)
             latents = z + sigma * noise
-            results.extend(self._colorize_arrays([rgb] * samples, [class_id] * samples, resize_mode, latents,
-                                                 [chroma] * samples))
+            results.extend(self._colorize_prepared([prepared] * samples, [class_id] * samples, latents,
+                                                   [measure] * samples))
         return results
 
     @torch.no_grad()
@@ -456,16 +466,17 @@ class Colorizer:
         """Walk z along latent-deformator direction `direction` over [-shift, shift] in `steps`."""
         if steps < 2:
             raise ValueError("steps must be >= 2")
-        rgb = to_pixels(image)
-        chroma = self._check_color(rgb, image)
-        z, resolved = self.invert(rgb, class_id, resize_mode)
+        pixels = to_pixels(image)
+        measure = self._input_chroma(pixels, image)
+        prepared = self.processor.preprocess(pixels, resize_mode)
+        z, resolved = self._invert_prepared(prepared, class_id)
         shifts = torch.linspace(-shift, shift, steps)
         walked = self.model.shift_latent(z, direction, shifts)
         frames: list[ColorizeResult] = []
         for start in range(0, steps, max(1, batch_size)):
             chunk = walked[start : start + batch_size]
-            frames.extend(self._colorize_arrays([rgb] * len(chunk), [resolved] * len(chunk), resize_mode, chunk,
-                                                [chroma] * len(chunk)))
+            frames.extend(self._colorize_prepared([prepared] * len(chunk), [resolved] * len(chunk), chunk,
+                                                  [measure] * len(chunk)))
         return frames
 
 

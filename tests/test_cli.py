@@ -241,14 +241,14 @@ def test_link_loops_and_broken_links_in_a_folder_are_skipped(tmp_path, tiny_weig
 def _failing_for_wide_photos(monkeypatch, error: BaseException) -> None:
     """The model raises `error` for any batch holding a photo 33 pixels wide (in the step that
     colorize, colorize_batch, diverse and transition all go through)."""
-    real = Colorizer._colorize_arrays
+    real = Colorizer._colorize_prepared
 
-    def colorize_arrays(self, images, *args, **kwargs):
-        if any(np.asarray(image).shape[1] == 33 for image in images):
+    def colorize_prepared(self, prepared, *args, **kwargs):
+        if any(photo.pixels.shape[1] == 33 for photo in prepared):
             raise error
-        return real(self, images, *args, **kwargs)
+        return real(self, prepared, *args, **kwargs)
 
-    monkeypatch.setattr(Colorizer, "_colorize_arrays", colorize_arrays)
+    monkeypatch.setattr(Colorizer, "_colorize_prepared", colorize_prepared)
 
 
 @pytest.mark.parametrize("error, expected, mode", [
