@@ -17,7 +17,6 @@ provides one (`_deform_conv2d_symbolic`).
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import warnings
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from .model import GCPColorizationModel
+from .version import __version__
 from .weights import write_atomically
 
 #: DeformConv entered ONNX in opset 19.
@@ -130,22 +130,13 @@ def export_onnx(model: GCPColorizationModel, path: str | os.PathLike, batch_size
     return path
 
 
-def _package_version() -> str:
-    # read from the installed metadata, not `gcpcolor.__version__`: the package's __init__
-    # imports the pipeline, which imports this module
-    try:
-        return importlib.metadata.version("gcpcolor")
-    except importlib.metadata.PackageNotFoundError:
-        return "0.0.0+unknown"
-
-
 def cached_onnx_path(model: GCPColorizationModel) -> Path:
     """Where the export of `model` is kept between runs: the cache folder ($GCPCOLOR_HOME or
     ~/.cache/gcpcolor) under onnx/, named by a digest of the configuration, the weights and
     the gcpcolor version (whose code defines the graph)."""
     from .weights import search_dirs
 
-    digest = hashlib.sha256(f"{_package_version()} opset {OPSET} {model.config}".encode())
+    digest = hashlib.sha256(f"{__version__} opset {OPSET} {model.config}".encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
