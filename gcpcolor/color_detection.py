@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .color import rgb_to_lab
+from .image_io import pixels_to_float_rgb
 
 #: Off-tone chroma (ΔE*ab units) above which a photo counts as colour, measured at the
 #: COLORFUL_QUANTILE of its pixels.
@@ -53,11 +54,7 @@ def off_tone_chroma(rgb: np.ndarray) -> float:
     # Big scans are thinned before any float copy is made (a 200 MP float image is 2.4 GB);
     # the area average to MEASURE_SIDE below then sees at least 4 samples a cell.
     step = max(1, max(pixels.shape[:2]) // (8 * MEASURE_SIDE))
-    pixels = pixels[::step, ::step]
-    if np.issubdtype(pixels.dtype, np.integer):
-        pixels = pixels.astype(np.float32) / np.float32(np.iinfo(pixels.dtype).max)
-    else:
-        pixels = np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    pixels = np.nan_to_num(pixels_to_float_rgb(pixels[::step, ::step]), nan=0.0, posinf=1.0, neginf=0.0)
     tensor = torch.from_numpy(np.ascontiguousarray(np.clip(pixels, 0.0, 1.0).transpose(2, 0, 1)))[None]
     height, width = pixels.shape[:2]
     scale = MEASURE_SIDE / max(height, width)

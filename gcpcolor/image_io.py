@@ -156,7 +156,7 @@ def load_pixels(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
 def pixels_to_float_rgb(pixels: np.ndarray) -> np.ndarray:
     """Pixels as `load_pixels` returns them -> float32 RGB (H, W, 3) in [0, 1]."""
     pixels = np.asarray(pixels)
-    scale = float(np.iinfo(pixels.dtype).max) if np.issubdtype(pixels.dtype, np.integer) else 1.0
+    scale = full_scale(pixels.dtype)
     values = pixels.astype(np.float32)
     if scale != 1.0:
         values *= np.float32(1.0 / scale)
