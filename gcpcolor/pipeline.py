@@ -139,7 +139,7 @@ def to_pixels(image: ImageLike) -> np.ndarray:
         array = array[:, :, 0]
     if array.dtype not in (np.uint8, np.uint16):
         if np.issubdtype(array.dtype, np.integer):
-            array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+            array = array.astype(np.float32) / image_io.full_scale(array.dtype)
         array = np.asarray(array, dtype=np.float32)
         if array.size and not (np.isfinite(array).all() and 0.0 <= array.min() and array.max() <= 1.0):
             array = np.clip(np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
