@@ -19,6 +19,7 @@ import csv
 import logging
 import math
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -430,6 +431,14 @@ def _mix_seed(*values: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Workers leave SIGINT/SIGTERM to the main process, which stops training after the
+    current step; a worker that died of the signal would break that step's batch instead.
+    (Workers still end with the main process: DataLoader watches it.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_dataloader(
     dataset: Dataset,
     batch_size: int,
@@ -465,8 +474,9 @@ def make_dataloader(
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
         # Crops take their seeds from the sampler; this generator still fixes the per-worker
-        # seeds DataLoader gives torch, numpy and random (torch does that itself since 1.9, so
-        # no worker_init_fn is needed), for any global-RNG transform a caller adds.
+        # seeds DataLoader gives torch, numpy and random (torch does that itself since 1.9),
+        # for any global-RNG transform a caller adds.
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_ignore_stop_signals,
     )
     return loader, sampler

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 
 import click
@@ -64,6 +66,15 @@ def _run(stage: int, config_path: str, resume: str | None, overrides: Sequence[s
     except EXPECTED_ERRORS as exc:
         message = " ".join(str(exc).split("\n"))
         raise CommandError(message) from None
+    if result.stopped_by is not None:
+        click.echo(
+            f"training stopped by {result.stopped_by} at step {result.step}; the checkpoint in "
+            f"{result.output_dir} continues it with --resume",
+            err=True,
+        )
+        # the shell's convention for a command ended by a signal
+        code = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}.get(result.stopped_by, 1)
+        sys.exit(code)
     if result.final_dir is not None:
         click.echo(f"trained model written to {result.final_dir}")
 

@@ -4,53 +4,53 @@
 # gcpcolor/assets/default_model/. The prior, encoder and correspondence come from the bundled
 # model (they are not retrained); the semantic colorization network and class probe are.
 #
-#   OUT=/tmp/out bash scripts/gpu_train_default.sh PHOTOS_DIR [MORE_PHOTO_DIRS...]
+#   python scripts/pack_training_photos.py PACKED --folder train=../shared/data/train \
+#       --folder extra=../shared/data/extra --labels train=runs/v2/pseudo_classes.csv
+#   OUT=/tmp/out bash scripts/gpu_train_default.sh PACKED
 #
-# PHOTOS_DIR holds ../shared/data/train (its pseudo-classes are recomputed: the class probe is
-# fitted on them); further folders add unlabelled photos. Environment: STEPS (default 3000),
-# BATCH (64), BUDGET_S (wall-clock limit of training, 480), DEVICE (cuda), WORKERS (12).
-# A second run with the same OUT resumes where the first stopped.
+# PACKED is what scripts/pack_training_photos.py writes: photos, manifest.csv (all of them) and
+# train_classes.csv (the prior's pseudo-class of each photo of train/, which the class probe is
+# fitted to). Environment: GUIDANCE (features; none trains the "without prior" ablation),
+# STEPS (3000), BATCH (64), LR (5e-4), IMAGE_SIZE (192), BUDGET_S (wall-clock limit, 480),
+# DEVICE (cuda), WORKERS (12). At the budget the run stops after its current step with a
+# checkpoint, and the newest checkpoint is exported; a second run with the same OUT resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder that receives the exported model}"
-[ $# -ge 1 ] || { echo "usage: OUT=DIR $0 PHOTOS_DIR [MORE_PHOTO_DIRS...]" >&2; exit 2; }
-STEPS=${STEPS:-3000}; BATCH=${BATCH:-64}; BUDGET_S=${BUDGET_S:-480}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-12}
+[ $# -eq 1 ] || { echo "usage: OUT=DIR $0 PACKED_PHOTOS_DIR" >&2; exit 2; }
+PACKED=$(cd "$1" && pwd)
+for needed in manifest.csv train_classes.csv train; do
+    [ -e "$PACKED/$needed" ] || { echo "$PACKED/$needed is missing: make it with scripts/pack_training_photos.py" >&2; exit 2; }
+done
+GUIDANCE=${GUIDANCE:-features}; STEPS=${STEPS:-3000}; BATCH=${BATCH:-64}; LR=${LR:-5e-4}
+IMAGE_SIZE=${IMAGE_SIZE:-192}; BUDGET_S=${BUDGET_S:-480}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-12}
 RUN="$OUT/run"; mkdir -p "$RUN"
-
-python - "$RUN" "$@" <<'PY'
-import sys
-from pathlib import Path
-from gcpcolor.image_io import find_images
-from gcpcolor.pseudo_classes import cluster_photos, write_labels_csv
-
-run, labelled, *others = sys.argv[1:]
-if not (Path(run) / "pseudo_classes.csv").is_file():
-    files = [str(p) for p, _ in find_images([labelled])]
-    write_labels_csv(Path(run) / "pseudo_classes.csv", labelled, cluster_photos(files, 16, seed=0))
-with open(Path(run) / "manifest.csv", "w") as manifest:
-    manifest.write("file,class\n")
-    for folder in [labelled, *others]:
-        for path, _ in find_images([folder]):
-            manifest.write(f"{Path(path).resolve()},-1\n")
-PY
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 resume=()
 [ -e "$RUN/stage2/checkpoints/latest" ] && resume=(--resume)
 set +e
-timeout --signal=INT "$BUDGET_S" gcpcolor train --config configs/default_model/default_v2_stage2.yaml "${resume[@]}" \
-    --set "class_probe_data.root=$1" --set "class_probe_data.labels_file=$RUN/pseudo_classes.csv" \
-    --set "data.root=$RUN" --set "data.labels_file=$RUN/manifest.csv" --set "data.num_workers=$WORKERS" \
-    --set "optim.batch_size=$BATCH" --set "optim.max_steps=$STEPS" --set "checkpoint.save_every=200" \
-    --set "checkpoint.output_dir=$RUN/stage2" --set "device=$DEVICE" --set "precision=bf16" \
-    --set "logging.progress_bar=false"
+# SIGINT makes the trainer finish its step and checkpoint (exit 130); KILL 30 s later if stuck
+timeout --signal=INT --kill-after=30 "$BUDGET_S" python -m gcpcolor train \
+    --config configs/default_model/default_v2_stage2.yaml "${resume[@]}" \
+    --set "guidance=$GUIDANCE" \
+    --set "class_probe_data.root=$PACKED/train" --set "class_probe_data.labels_file=$PACKED/train_classes.csv" \
+    --set "class_probe_data.num_workers=$WORKERS" \
+    --set "data.root=$PACKED" --set "data.labels_file=$PACKED/manifest.csv" --set "data.num_workers=$WORKERS" \
+    --set "data.image_size=$IMAGE_SIZE" \
+    --set "optim.batch_size=$BATCH" --set "optim.max_steps=$STEPS" --set "optim.lr=$LR" \
+    --set "checkpoint.save_every=500" --set "checkpoint.output_dir=$RUN/stage2" \
+    --set "device=$DEVICE" --set "precision=bf16" --set "logging.progress_bar=false"
 status=$?
 set -e
 if [ -d "$RUN/stage2/final" ]; then
     source_dir="$RUN/stage2/final"
-else
-    # the budget ran out first: export the newest checkpoint (resume later to finish the schedule)
+elif [ -e "$RUN/stage2/checkpoints/latest" ]; then
     echo "training stopped at the budget (exit $status); exporting the latest checkpoint" >&2
-    source_dir="$RUN/stage2/checkpoints/latest"
+    source_dir="$RUN/stage2"  # a run folder exports its newest checkpoint
+else
+    echo "training failed (exit $status) before its first checkpoint" >&2
+    exit 1
 fi
 python - "$source_dir" "$OUT/default_model" <<'PY'
 import sys

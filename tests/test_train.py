@@ -469,3 +469,45 @@ def test_train_commands_are_registered_on_the_main_cli():
     from gcpcolor.cli import main as gcpcolor_main
 
     assert {"train", "train-encoder"} <= set(gcpcolor_main.commands)
+
+
+def test_a_signal_stops_training_after_the_step_with_a_checkpoint_and_resume_goes_on(photos, tmp_path):
+    # As `timeout --signal=INT` or a cluster's pre-emption does it: the signal reaches the whole
+    # process group, data-loading workers included.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    output_dir = tmp_path / "run"
+    args = cli_args("train-encoder", 1, photos, output_dir, "optim.max_steps=100000", "checkpoint.save_every=100000",
+                    "logging.log_every=1", "data.num_workers=1")
+    command = [sys.executable, "-m", "gcpcolor", *args]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        lines.append(line)
+        if "step 3/" in line or not line:
+            break
+    os.killpg(process.pid, signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    output = "".join(lines) + rest
+    assert process.returncode == 128 + signal.SIGINT, output
+    assert "Traceback" not in output
+    stopped = [line for line in output.splitlines() if line.startswith("training stopped by SIGINT at step ")]
+    assert len(stopped) == 1, output
+    step = int(stopped[0].split(" at step ")[1].split(";")[0])
+    assert step >= 3
+    checkpoints = CheckpointManager(output_dir / "checkpoints").checkpoints()
+    assert [p.name for p in checkpoints] == [f"step_{step:07d}"]
+    assert not (output_dir / "final").exists()
+
+    resumed = CliRunner().invoke(train_main, cli_args("train-encoder", 1, photos, output_dir, f"optim.max_steps={step + 1}",
+                                                      "logging.log_every=1") + ["--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert (output_dir / "final" / "model.safetensors").is_file()
+    state = torch.load(CheckpointManager(output_dir / "checkpoints").checkpoints()[-1] / STATE_FILE, weights_only=True)
+    assert state["step"] == step + 1

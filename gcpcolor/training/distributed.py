@@ -58,6 +58,13 @@ class DistributedContext:
         dist.all_reduce(tensor)
         return dict(zip(keys, (tensor / self.world_size).tolist()))
 
+    def any(self, flag: bool) -> bool:
+        """True on every process when `flag` is true on at least one of them."""
+        if not self.distributed:
+            return flag
+        tensor = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
 
 
 def resolve_training_device(device: str, local_rank: int = 0) -> torch.device:

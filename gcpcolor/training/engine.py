@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, nullcontext
@@ -73,7 +75,35 @@ class TrainResult:
     step: int
     history: list[dict[str, float]]  # this process's loss terms for each step of this run
     skipped_files: list[str]
+    stopped_by: str | None = None  # the signal's name when SIGINT/SIGTERM ended the run early
 
+
+
+class StopRequest:
+    """Turns the first SIGINT/SIGTERM during training into a request to stop after the current
+    step (with a checkpoint), so a killed or time-limited run loses no steps; a second signal
+    interrupts at once. Handlers are only installed on the main thread."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        logger.warning("%s received: stopping after this step (again to stop at once)", self.signal_name)
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
 
 @dataclass(frozen=True)
@@ -329,9 +359,10 @@ class Trainer:
                 self.stage, self.total_steps, self.steps_per_epoch, images_per_step,
                 context.world_size, "bf16" if self.use_bf16 else "fp32",
             )
+        stop = StopRequest()
         try:
-            with logging_redirect_tqdm():
-                while self.step < self.total_steps:
+            with logging_redirect_tqdm(), stop:
+                while self.step < self.total_steps and stop.signal_name is None:
                     for micro_batches in self._micro_batch_groups():
                         terms, visuals = self.train_step(micro_batches)
                         self._advance()
@@ -353,16 +384,27 @@ class Trainer:
                             window, window_steps, window_start = {}, 0, time.perf_counter()
                         if writer is not None and (self.step % config.logging.image_every == 0 or last):
                             writer.add_image("samples", image_grid(visuals), self.step)
-                        if self.step % config.checkpoint.save_every == 0 or last:
+                        # every process must agree to stop at the same step (DDP collectives)
+                        stopping = context.any(stop.signal_name is not None)
+                        if self.step % config.checkpoint.save_every == 0 or last or stopping:
                             self.save_checkpoint()
+                        if stopping:
+                            stop.signal_name = stop.signal_name or "a signal on another process"
+                            logger.warning(
+                                "stopped by %s at step %d; the checkpoint is saved: resume with --resume",
+                                stop.signal_name, self.step,
+                            )
+                            break
                         if last:
                             break
-            final_dir = self._export_final()
+            final_dir = None if stop.signal_name else self._export_final()
         finally:
             progress.close()
             if writer is not None:
                 writer.close()
-        return TrainResult(self.output_dir, final_dir, self.step, history, sorted(self.skipped_files))
+        return TrainResult(
+            self.output_dir, final_dir, self.step, history, sorted(self.skipped_files), stop.signal_name
+        )
 
     def _advance(self) -> None:
         self.step += 1
