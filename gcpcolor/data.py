@@ -23,6 +23,7 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from torchvision.transforms.v2 import functional as TF
 from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, wnid_to_index
 from .color import AB_SCALE, l_to_network, rgb_to_lab
 from .config import ConfigError
+from .degradation import OldPhotoDegradation
 from .image_io import IMAGE_EXTENSIONS, ImageInputError, load_image
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,9 @@ class DataConfig:
     num_workers: int = 4
     train: bool = True  # False: resize the short side and centre-crop, no flip
     allow_unlabeled: bool = False  # keep CSV rows without an ImageNet class (class_id -1)
+    # Chance that a training crop's gray input is damaged like an old print (fading, blur,
+    # grain, scratches, dust: gcpcolor/degradation.py); its colour target stays clean.
+    degrade_input: float = 0.0
     class_from_folder_index: bool = False  # class folders that are not wnids: sorted -> 0..K-1
 
     def __post_init__(self) -> None:
@@ -79,6 +84,8 @@ class DataConfig:
             )
         if self.num_workers < 0:
             raise ConfigError(f"DataConfig: num_workers must be >= 0, got {self.num_workers}")
+        if not 0.0 <= self.degrade_input <= 1.0:
+            raise ConfigError(f"DataConfig: degrade_input must be in [0, 1], got {self.degrade_input}")
 
 
 class ColorImageDataset(Dataset):
@@ -86,6 +93,8 @@ class ColorImageDataset(Dataset):
 
     `dataset[i]` draws a fresh random crop in training mode; `dataset[(i, seed)]` (what the
     loader of `make_dataloader` asks for) makes the crop and flip a function of the seed.
+    With `degrade_input` > 0, that share of training crops get old-photo damage on their gray
+    input `l_input` (also a function of the seed); `lab`, `ab` and `rgb` stay clean.
 
     Unreadable files are skipped: the next readable sample is returned instead, the path is
     added to `skipped_files` and logged once. DataLoader workers are separate processes, so
@@ -101,6 +110,7 @@ class ColorImageDataset(Dataset):
         train: bool = True,
         crop_scale_min: float = 0.5,
         horizontal_flip: bool = True,
+        degrade_input: float = 0.0,
         max_consecutive_failures: int = 50,
     ) -> None:
         self.root = Path(root)
@@ -111,6 +121,7 @@ class ColorImageDataset(Dataset):
         self.train = train
         self.crop_scale_min = crop_scale_min
         self.horizontal_flip = horizontal_flip
+        self.degradation = OldPhotoDegradation(degrade_input) if degrade_input > 0 else None
         self.max_consecutive_failures = max_consecutive_failures
         self.skipped_files: list[str] = []
         self._unreadable: set[str] = set()
@@ -151,18 +162,22 @@ class ColorImageDataset(Dataset):
         self, rgb_array: np.ndarray, class_id: int, path: str, seed: int
     ) -> dict[str, torch.Tensor | str]:
         rgb = torch.from_numpy(np.ascontiguousarray(rgb_array, dtype=np.float32)).permute(2, 0, 1)
+        generator = torch.Generator().manual_seed(seed)
         if self.train:
-            rgb = self._random_crop_and_flip(rgb, torch.Generator().manual_seed(seed))
+            rgb = self._random_crop_and_flip(rgb, generator)
         else:
             rgb = TF.resize(rgb, [self.image_size], antialias=True)
             rgb = TF.center_crop(rgb, [self.image_size, self.image_size])
         # Bilinear weights are non-negative, so this only removes rounding noise.
         rgb = rgb.clamp(0.0, 1.0).contiguous()
         lab = rgb_to_lab(rgb[None])[0]
+        lightness = lab[0:1]
+        if self.train and self.degradation is not None:
+            lightness = self.degradation(lightness, generator)
         return {
             "rgb": rgb,
             "lab": lab,
-            "l_input": l_to_network(lab[0:1]),
+            "l_input": l_to_network(lightness),
             "ab": lab[1:3] / AB_SCALE,
             "class_id": torch.tensor(class_id, dtype=torch.long),
             "path": path,
@@ -239,11 +254,7 @@ class ClassFolderDataset(ColorImageDataset):
         root: str | Path,
         *,
         class_from_folder_index: bool = False,
-        image_size: int = 256,
-        train: bool = True,
-        crop_scale_min: float = 0.5,
-        horizontal_flip: bool = True,
-        max_consecutive_failures: int = 50,
+        **options: Any,
     ) -> None:
         root = Path(root)
         if not root.is_dir():
@@ -267,15 +278,7 @@ class ClassFolderDataset(ColorImageDataset):
         samples = [
             (path, class_ids[folder.name]) for folder in folders for path in _images_under(folder)
         ]
-        super().__init__(
-            root,
-            samples,
-            image_size=image_size,
-            train=train,
-            crop_scale_min=crop_scale_min,
-            horizontal_flip=horizontal_flip,
-            max_consecutive_failures=max_consecutive_failures,
-        )
+        super().__init__(root, samples, **options)  # crop and damage options: ColorImageDataset
 
 
 class LabeledFolderDataset(ColorImageDataset):
@@ -292,11 +295,7 @@ class LabeledFolderDataset(ColorImageDataset):
         labels_file: str | Path,
         *,
         allow_unlabeled: bool = False,
-        image_size: int = 256,
-        train: bool = True,
-        crop_scale_min: float = 0.5,
-        horizontal_flip: bool = True,
-        max_consecutive_failures: int = 50,
+        **options: Any,
     ) -> None:
         root = Path(root)
         if not root.is_dir():
@@ -315,15 +314,7 @@ class LabeledFolderDataset(ColorImageDataset):
                 labels_path,
                 self.num_unlabeled_dropped,
             )
-        super().__init__(
-            root,
-            samples,
-            image_size=image_size,
-            train=train,
-            crop_scale_min=crop_scale_min,
-            horizontal_flip=horizontal_flip,
-            max_consecutive_failures=max_consecutive_failures,
-        )
+        super().__init__(root, samples, **options)  # crop and damage options: ColorImageDataset
 
 
 def _find_labels_file(root: Path, labels_file: str | Path) -> Path:
@@ -380,6 +371,7 @@ def make_dataset(config: DataConfig) -> ColorImageDataset:
         "train": config.train,
         "crop_scale_min": config.crop_scale_min,
         "horizontal_flip": config.horizontal_flip,
+        "degrade_input": config.degrade_input,
     }
     if config.labels_file:
         return LabeledFolderDataset(

@@ -12,7 +12,8 @@
 # train_classes.csv (the prior's pseudo-class of each photo of train/, which the class probe is
 # fitted to). Environment: GUIDANCE (features; none trains the "without prior" ablation),
 # STEPS (3000), BATCH (64), LR (5e-4), IMAGE_SIZE (192), BUDGET_S (wall-clock limit, 480),
-# DEVICE (cuda), WORKERS (12). At the budget the run stops after its current step with a
+# DEVICE (cuda), WORKERS (12), DEGRADE (0: the chance of old-photo damage on a crop's gray
+# input, data.degrade_input; untried in a full run so far). At the budget the run stops after its current step with a
 # checkpoint, and the newest checkpoint is exported; a second run with the same OUT resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ for needed in manifest.csv train_classes.csv train; do
     [ -e "$PACKED/$needed" ] || { echo "$PACKED/$needed is missing: make it with scripts/pack_training_photos.py" >&2; exit 2; }
 done
 GUIDANCE=${GUIDANCE:-features}; STEPS=${STEPS:-3000}; BATCH=${BATCH:-64}; LR=${LR:-5e-4}
-IMAGE_SIZE=${IMAGE_SIZE:-192}; BUDGET_S=${BUDGET_S:-480}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-12}
+IMAGE_SIZE=${IMAGE_SIZE:-192}; DEGRADE=${DEGRADE:-0}; BUDGET_S=${BUDGET_S:-480}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-12}
 RUN="$OUT/run"; mkdir -p "$RUN"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -37,7 +38,7 @@ timeout --signal=INT --kill-after=30 "$BUDGET_S" python -m gcpcolor train \
     --set "class_probe_data.root=$PACKED/train" --set "class_probe_data.labels_file=$PACKED/train_classes.csv" \
     --set "class_probe_data.num_workers=$WORKERS" \
     --set "data.root=$PACKED" --set "data.labels_file=$PACKED/manifest.csv" --set "data.num_workers=$WORKERS" \
-    --set "data.image_size=$IMAGE_SIZE" \
+    --set "data.image_size=$IMAGE_SIZE" --set "data.degrade_input=$DEGRADE" \
     --set "optim.batch_size=$BATCH" --set "optim.max_steps=$STEPS" --set "optim.lr=$LR" \
     --set "checkpoint.save_every=500" --set "checkpoint.output_dir=$RUN/stage2" \
     --set "device=$DEVICE" --set "precision=bf16" --set "logging.progress_bar=false"
