@@ -48,10 +48,14 @@ from .metrics import (
     COLORFULNESS_VARIANTS,
     DEFAULT_COLORFULNESS_VARIANT,
     ColorfulnessVariant,
+    FID_BOOTSTRAP_RESAMPLES,
+    FID_INTERVAL,
     FeatureStatistics,
     LPIPSMetric,
     colorfulness_all,
     delta_colorfulness,
+    paired_fid_bootstrap,
+    percentile_interval,
 )
 from .report_figures import colorfulness_histogram, comparison_grid
 from .report_metrics import REPORT_METRICS, finite_mean, scores_of, truth_scores_of
@@ -71,6 +75,9 @@ RESULT_SUFFIX = "_color"
 GRAY_METHOD = "gray"
 # Below this many images FID's covariance is rank-deficient (2048 features): values are biased.
 _FID_RELIABLE_COUNT = 2048
+# Where FID is least reliable a bootstrap says how far to trust it; each resample costs an
+# N×N SVD per method, so large sets (whose FID is steadier anyway) skip it.
+_FID_BOOTSTRAP_MAX_IMAGES = 2048
 _SHOWN_NAMES = 3
 
 
@@ -300,6 +307,27 @@ def _summary(name: str, source: PathLike | None, scores: list[dict[str, Any]],
     )
 
 
+def _fid_bootstrap(summaries: list[MethodSummary], statistics: Mapping[str, FeatureStatistics]) -> list[str]:
+    """Set each summary's FID interval, and say whether the first method's FID differs from each
+    other's by more than the choice of photos explains (paired bootstrap)."""
+    features = {name: np.concatenate(stats.features) for name, stats in statistics.items()}
+    truth = features.pop("truth")
+    values = paired_fid_bootstrap(features, truth)
+    for summary in summaries:
+        summary.fid_interval = percentile_interval(values[summary.name])
+    share = f"{FID_INTERVAL:.0%}"
+    notes = [f"FID {share} intervals: the central {share} of each method's FID over {FID_BOOTSTRAP_RESAMPLES} "
+             "resamples of the photos with their truth (paired bootstrap): "
+             + "; ".join(f"{m.name} [{m.fid_interval[0]:.1f}, {m.fid_interval[1]:.1f}]" for m in summaries)]
+    first = summaries[0]
+    for other in summaries[1:]:
+        low, high = percentile_interval(values[first.name] - values[other.name])
+        verdict = "lower" if high < 0 else "higher" if low > 0 else "not distinguishable on these photos"
+        notes.append(f"FID {first.name} − {other.name}: {first.fid - other.fid:+.2f}, {share} interval "
+                     f"[{low:+.2f}, {high:+.2f}]: {verdict}")
+    return notes
+
+
 def _check_sizes(raw: Mapping[str, np.ndarray], truth: np.ndarray, sources: Mapping[str, Path]) -> None:
     for name, source in sources.items():
         if raw[name].shape != truth.shape:
@@ -419,6 +447,8 @@ def evaluate_folders(
             notes.append(f"{name}: {summary.identical_images} image(s) equal the ground truth "
                          "(PSNR = inf) and are left out of the PSNR mean")
         summaries.append(summary)
+    if with_fid and len(evaluated) <= _FID_BOOTSTRAP_MAX_IMAGES:
+        notes += _fid_bootstrap(summaries, {name: feature_sets[name].statistics for name in ["truth", *names]})
 
     settings = EvaluationSettings(
         size=preprocessing.size, mode=preprocessing.mode, preprocessing=preprocessing.describe(),

@@ -42,6 +42,8 @@ class MethodSummary:
     fid: float | None = None
     identical_images: int = 0  # PSNR = inf, left out of the PSNR mean
     kid: float | None = None
+    #: the central 95% of its FID over paired bootstrap resamples of the photos (small sets only)
+    fid_interval: tuple[float, float] | None = None
 
     @property
     def psnr(self) -> float | None:
@@ -165,6 +167,7 @@ class EvaluationReport:
                 "images": m.images,
                 "fid": m.fid,
                 "kid": m.kid,
+                "fid_interval_95": None if m.fid_interval is None else list(m.fid_interval),
                 "colorfulness": m.colorfulness[self.settings.colorfulness_variant],
                 "delta_colorfulness": m.delta_colorfulness[self.settings.colorfulness_variant],
                 **{f"colorfulness_{v}": m.colorfulness[v] for v in COLORFULNESS_VARIANTS},

@@ -205,6 +205,11 @@ def test_fid_path_with_a_random_inception(tmp_path, folders, monkeypatch):
     assert report.method("copy").fid == pytest.approx(0.0, abs=1e-12)
     assert report.method("dull").fid > 0
     assert any("biased upwards" in note for note in report.notes)
+    # how much the two photos' FIDs could move with other photos, and whether the order holds
+    assert report.method("copy").fid_interval == (0.0, 0.0)
+    assert report.method("dull").fid_interval[1] > 0
+    assert [note.split(":")[-1].strip() for note in report.notes if note.startswith("FID copy − dull")] == ["lower"]
+    assert report.to_dict()["methods"]["dull"]["fid_interval_95"] == list(report.method("dull").fid_interval)
     with pytest.raises(EvaluationError, match="FID was requested"):
         evaluate_folders(truth, {"copy": truth}, fid=True, lpips=False)
 

@@ -18,6 +18,9 @@ from gcpcolor.metrics import (
     colorfulness_all,
     delta_colorfulness,
     frechet_distance,
+    frechet_distance_of_features,
+    paired_fid_bootstrap,
+    percentile_interval,
     psnr,
     ssim,
 )
@@ -139,6 +142,32 @@ def test_frechet_distance_with_singular_covariances_is_finite():
     x, y = rng.normal(size=(5, 32)), rng.normal(size=(5, 32)) + 1.0  # 5 samples of 32 dims: rank 4
     value = frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
     assert math.isfinite(value) and value > 0
+
+
+@pytest.mark.parametrize("rows_a, rows_b, dims", [(6, 9, 40), (50, 50, 8), (30, 12, 64)])
+def test_frechet_distance_of_features_equals_the_covariance_formula(rows_a, rows_b, dims):
+    rng = np.random.default_rng(rows_a)
+    a = rng.normal(size=(rows_a, dims)) @ rng.normal(size=(dims, dims))
+    b = rng.normal(size=(rows_b, dims)) * 2 + 0.5
+    expected = frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    assert frechet_distance_of_features(a, b) == pytest.approx(expected, rel=1e-8, abs=1e-8)
+    assert frechet_distance_of_features(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_paired_fid_bootstrap_separates_a_real_difference_from_none():
+    rng = np.random.default_rng(7)
+    truth = rng.normal(size=(60, 16))
+    close, far = truth + 0.1 * rng.normal(size=truth.shape), truth + 1.0 + rng.normal(size=truth.shape)
+    methods = {"close": close, "far": far, "close again": close.copy()}
+    values = paired_fid_bootstrap(methods, truth, resamples=200)
+    again = paired_fid_bootstrap(methods, truth, resamples=200)
+    assert all(np.array_equal(values[name], again[name]) for name in methods)  # seeded
+    assert {len(v) for v in values.values()} == {200}
+    low, high = percentile_interval(values["close"] - values["far"])
+    assert high < 0  # clearly better on every resample
+    assert percentile_interval(values["close"] - values["close again"]) == (0.0, 0.0)  # same outputs, same resamples
+    low, high = percentile_interval(values["far"])
+    assert low < frechet_distance_of_features(far, truth) * 1.5 and high > low
 
 
 def test_feature_statistics_stream_equals_batch():
