@@ -25,6 +25,20 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand((), generator=generator))
 
 
+def _draw_marks(lightness: torch.Tensor, count: int, generator: torch.Generator, mark) -> torch.Tensor:
+    """Paint `count` marks at random centres: `mark(dx, dy, size, generator)` gives the coverage
+    in [0, 1] of each pixel from its offsets (dx, dy) to the centre, and the mark's L value."""
+    height, width = lightness.shape[-2:]
+    rows, columns = (torch.arange(n, dtype=lightness.dtype) for n in (height, width))
+    yy, xx = torch.meshgrid(rows, columns, indexing="ij")
+    out = lightness
+    for _ in range(count):
+        x0, y0 = _uniform(generator, 0, width), _uniform(generator, 0, height)
+        coverage, value = mark(xx - x0, yy - y0, max(height, width), generator)
+        out = out * (1 - coverage) + value * coverage
+    return out
+
+
 def fade(lightness: torch.Tensor, black: float, white: float, gamma: float) -> torch.Tensor:
     """Tone curve of a faded print: 0..1 → black..white through a power `gamma`."""
     x = (lightness / 100.0).clamp(0.0, 1.0) ** gamma
@@ -51,41 +65,30 @@ def film_grain(lightness: torch.Tensor, strength: float, grain_px: int, generato
     return lightness + strength * noise / noise.std().clamp_min(1e-6)
 
 
+def _scratch(dx: torch.Tensor, dy: torch.Tensor, size: int, generator: torch.Generator):
+    angle = _uniform(generator, 0, math.pi)
+    length = _uniform(generator, 0.2, 1.0) * size
+    half_width = _uniform(generator, 0.4, 1.2)
+    value = 100.0 * (torch.rand((), generator=generator) < 0.7).float()  # mostly white (emulsion lost)
+    along = dx * math.cos(angle) + dy * math.sin(angle)
+    across = -dx * math.sin(angle) + dy * math.cos(angle)
+    return torch.exp(-((across / half_width) ** 2)) * (along.abs() <= length / 2), value
+
+
+def _speck(dx: torch.Tensor, dy: torch.Tensor, size: int, generator: torch.Generator):
+    radius = _uniform(generator, 0.5, 2.5)
+    value = 100.0 * (torch.rand((), generator=generator) < 0.5).float()
+    return (dx**2 + dy**2 <= radius**2).to(dx.dtype), value
+
+
 def scratches(lightness: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
     """Thin bright or dark line segments of random direction, length and width."""
-    height, width = lightness.shape[-2:]
-    yy, xx = torch.meshgrid(
-        torch.arange(height, dtype=lightness.dtype), torch.arange(width, dtype=lightness.dtype), indexing="ij"
-    )
-    out = lightness
-    for _ in range(count):
-        x0, y0 = _uniform(generator, 0, width), _uniform(generator, 0, height)
-        angle = _uniform(generator, 0, math.pi)
-        length = _uniform(generator, 0.2, 1.0) * max(height, width)
-        half_width = _uniform(generator, 0.4, 1.2)
-        value = 100.0 * (torch.rand((), generator=generator) < 0.7).float()  # mostly white (emulsion lost)
-        dx, dy = math.cos(angle), math.sin(angle)
-        along = (xx - x0) * dx + (yy - y0) * dy
-        across = (xx - x0) * -dy + (yy - y0) * dx
-        coverage = torch.exp(-((across / half_width) ** 2)) * (along.abs() <= length / 2)
-        out = out * (1 - coverage) + value * coverage
-    return out
+    return _draw_marks(lightness, count, generator, _scratch)
 
 
 def dust(lightness: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
     """Small round specks, bright or dark, of radius 0.5 to 2.5 px."""
-    height, width = lightness.shape[-2:]
-    yy, xx = torch.meshgrid(
-        torch.arange(height, dtype=lightness.dtype), torch.arange(width, dtype=lightness.dtype), indexing="ij"
-    )
-    out = lightness
-    for _ in range(count):
-        x0, y0 = _uniform(generator, 0, width), _uniform(generator, 0, height)
-        radius = _uniform(generator, 0.5, 2.5)
-        value = 100.0 * (torch.rand((), generator=generator) < 0.5).float()
-        coverage = ((xx - x0) ** 2 + (yy - y0) ** 2 <= radius**2).to(lightness.dtype)
-        out = out * (1 - coverage) + value * coverage
-    return out
+    return _draw_marks(lightness, count, generator, _speck)
 
 
 @dataclass(frozen=True)

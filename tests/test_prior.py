@@ -25,7 +25,7 @@ from gcpcolor.models.biggan_generator import BigGANGenerator
 from gcpcolor.models.colorization_net import GatedConv2d
 from gcpcolor.pipeline import Colorizer
 from gcpcolor.models.lightness_centroids import LightnessCentroidClassifier
-from gcpcolor.prior import PRIOR_CENTROIDS_FILE, PRIOR_CONFIG_FILE, load_lightness_centroids, load_prior
+from gcpcolor.prior import PRIOR_CONFIG_FILE, load_lightness_centroids, load_prior
 from gcpcolor.pseudo_classes import cluster_photos, kmeans, write_labels_csv
 from gcpcolor.train_cli import main as train_main
 from gcpcolor.training.config import PSEUDO_CLASSES_FILE
