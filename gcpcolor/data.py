@@ -121,7 +121,8 @@ class ColorImageDataset(Dataset):
         self.train = train
         self.crop_scale_min = crop_scale_min
         self.horizontal_flip = horizontal_flip
-        self.degradation = OldPhotoDegradation(degrade_input) if degrade_input > 0 else None
+        # evaluation crops (train=False) are never damaged
+        self.degradation = OldPhotoDegradation(degrade_input) if train and degrade_input > 0 else None
         self.max_consecutive_failures = max_consecutive_failures
         self.skipped_files: list[str] = []
         self._unreadable: set[str] = set()
@@ -172,7 +173,7 @@ class ColorImageDataset(Dataset):
         rgb = rgb.clamp(0.0, 1.0).contiguous()
         lab = rgb_to_lab(rgb[None])[0]
         lightness = lab[0:1]
-        if self.train and self.degradation is not None:
+        if self.degradation is not None:
             lightness = self.degradation(lightness, generator)
         return {
             "rgb": rgb,

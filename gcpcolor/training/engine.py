@@ -360,9 +360,10 @@ class Trainer:
                 context.world_size, "bf16" if self.use_bf16 else "fp32",
             )
         stop = StopRequest()
+        stopped_by: str | None = None  # set only where every process agreed to stop
         try:
             with logging_redirect_tqdm(), stop:
-                while self.step < self.total_steps and stop.signal_name is None:
+                while self.step < self.total_steps and stopped_by is None:
                     for micro_batches in self._micro_batch_groups():
                         terms, visuals = self.train_step(micro_batches)
                         self._advance()
@@ -389,21 +390,21 @@ class Trainer:
                         if self.step % config.checkpoint.save_every == 0 or last or stopping:
                             self.save_checkpoint()
                         if stopping:
-                            stop.signal_name = stop.signal_name or "a signal on another process"
+                            stopped_by = stop.signal_name or "a signal on another process"
                             logger.warning(
                                 "stopped by %s at step %d; the checkpoint is saved: resume with --resume",
-                                stop.signal_name, self.step,
+                                stopped_by, self.step,
                             )
                             break
                         if last:
                             break
-            final_dir = None if stop.signal_name else self._export_final()
+            final_dir = None if stopped_by else self._export_final()
         finally:
             progress.close()
             if writer is not None:
                 writer.close()
         return TrainResult(
-            self.output_dir, final_dir, self.step, history, sorted(self.skipped_files), stop.signal_name
+            self.output_dir, final_dir, self.step, history, sorted(self.skipped_files), stopped_by
         )
 
     def _advance(self) -> None:
