@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from gcpcolor.color_detection import COLOR_THRESHOLD, off_tone_chroma
-from gcpcolor.image_io import IMAGE_EXTENSIONS, load_image
+from gcpcolor.image_io import find_images, load_image
 
 #: Old colour photos in historical/: faded colour prints and autochromes, judged by eye.
 HISTORICAL_COLOR_PHOTOS = frozenset(f"bopb_old_{letter}.jpg" for letter in "abcdefgh")
@@ -27,9 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     groups: dict[str, list[tuple[str, bool, float]]] = {}
     for folder in ("historical", "val"):
-        for path in sorted((args.data / folder).iterdir()):
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
+        for path, _ in find_images([args.data / folder], recursive=False):
             is_color = folder == "val" or path.name in HISTORICAL_COLOR_PHOTOS
             group = f"{folder} {'colour' if is_color else 'black-and-white/toned'}"
             chroma = off_tone_chroma(load_image(path))

@@ -417,7 +417,8 @@ def evaluate_folders(
             if name != "truth":
                 per_image[name][key] = _scores(truth, pixels, resources)
         if gray is not None and index in sampled:  # the gray input column stands for the gray method
-            grid.append((key, [preprocessing.apply(gray), truth, *(outputs[name] for name in methods)]))
+            gray_column = outputs[GRAY_METHOD] if include_gray else preprocessing.apply(gray)
+            grid.append((key, [gray_column, truth, *(outputs[name] for name in methods)]))
 
     evaluated = list(per_image["truth"])
     if unreadable:

@@ -266,7 +266,7 @@ def _to_pixels(image: Image.Image, path: Path) -> np.ndarray:
         return pixels.astype(np.uint16) if pixels.dtype.kind == "u" and pixels.itemsize == 2 else pixels
     gray = mode in _GRAY_MODES or mode.startswith("I;16")
     dtype = np.float32 if mode in ("I", "F") else np.uint16 if mode.startswith("I;16") else np.uint8
-    scale = 1.0 if dtype == np.float32 else float(np.iinfo(dtype).max)
+    scale = full_scale(dtype)
     width, height = image.size
     pixels = np.empty((height, width) if gray else (height, width, 3), dtype=dtype)
     for top in range(0, height, _ROWS_PER_CONVERSION):

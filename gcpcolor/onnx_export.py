@@ -46,7 +46,7 @@ def predicts_own_class(model: GCPColorizationModel) -> bool:
     """Whether the model's automatic class comes from a predictor of its own, which then
     travels inside the exported graph (the discriminator's projection is not exported: for the
     ImageNet prior the pipeline uses a separate classifier)."""
-    return model.config.class_predictor in ("lightness_centroids", "imagenet_probe")
+    return model.class_predictor is not None
 
 
 class ExportedNetwork(nn.Module):

@@ -359,6 +359,7 @@ class Colorizer:
             output, classes = self._run_torch(work, list(class_ids), latents)
         exemplars = _to_images(output.exemplar)
         warped = _to_images(output.warped_exemplar)
+        ab = output.ab.detach().float().cpu()  # one transfer for the batch, not one per photo
         return [
             ColorizeResult(
                 class_id=int(classes[i]),
@@ -366,7 +367,7 @@ class Colorizer:
                 warped_exemplar=warped[i],
                 z=output.z[i].float().cpu(),
                 num_classes=self.config.biggan.n_classes,
-                compose=functools.partial(self._finish, p, output.ab[i : i + 1].detach().float().cpu()),
+                compose=functools.partial(self._finish, p, ab[i : i + 1]),
                 measure_input_chroma=chroma_measures[i],
             )
             for i, p in enumerate(prepared)

@@ -72,9 +72,8 @@ def _run(stage: int, config_path: str, resume: str | None, overrides: Sequence[s
             f"{result.output_dir} continues it with --resume",
             err=True,
         )
-        # the shell's convention for a command ended by a signal
-        code = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}.get(result.stopped_by, 1)
-        sys.exit(code)
+        # the shell's convention for a command ended by a signal (1 if another process got it)
+        sys.exit(128 + signal.Signals[result.stopped_by] if result.stopped_by in signal.Signals.__members__ else 1)
     if result.final_dir is not None:
         click.echo(f"trained model written to {result.final_dir}")
 

@@ -15,41 +15,40 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gcpcolor.serialization import read_safetensors, write_safetensors  # noqa: E402
+from gcpcolor.weights import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
 
 
 def make(trained: Path, base: Path, delta: Path) -> None:
-    trained_weights, base_weights = load_file(str(trained / WEIGHTS)), load_file(str(base / WEIGHTS))
+    trained_weights, base_weights = read_safetensors(trained / WEIGHTS_NAME), read_safetensors(base / WEIGHTS_NAME)
     changed = {
-        key: value.contiguous()
+        key: value
         for key, value in trained_weights.items()
         if key not in base_weights or not torch.equal(base_weights[key], value)
     }
-    metadata = {"config": (trained / CONFIG).read_text(), "keys": json.dumps(sorted(trained_weights))}
-    save_file(changed, str(delta), metadata=metadata)
+    metadata = {"config": (trained / CONFIG_NAME).read_text(), "keys": json.dumps(sorted(trained_weights))}
+    write_safetensors(delta, changed, metadata=metadata)
     print(f"{len(changed)} of {len(trained_weights)} tensors differ from {base}: {delta.stat().st_size / 2**20:.1f} MiB")
 
 
 def apply(delta: Path, base: Path, target: Path) -> None:
     with safe_open(str(delta), "pt") as handle:
         metadata = handle.metadata()
-    changed, base_weights = load_file(str(delta)), load_file(str(base / WEIGHTS))
-    missing = [key for key in json.loads(metadata["keys"]) if key not in changed and key not in base_weights]
+    changed, base_weights = read_safetensors(delta), read_safetensors(base / WEIGHTS_NAME)
+    keys = json.loads(metadata["keys"])
+    missing = [key for key in keys if key not in changed and key not in base_weights]
     if missing:
         sys.exit(f"{base} lacks {len(missing)} tensors the delta needs, e.g. {missing[0]}")
-    weights = {key: changed.get(key, base_weights.get(key)) for key in json.loads(metadata["keys"])}
     target.mkdir(parents=True, exist_ok=True)
-    save_file(weights, str(target / (WEIGHTS + ".tmp")))
-    os.replace(target / (WEIGHTS + ".tmp"), target / WEIGHTS)
-    (target / CONFIG).write_text(metadata["config"])
+    write_safetensors(target / WEIGHTS_NAME, {key: changed.get(key, base_weights.get(key)) for key in keys})
+    (target / CONFIG_NAME).write_text(metadata["config"])
     print(f"rebuilt {target} from {base} and {delta}")
 
 
