@@ -17,8 +17,12 @@
 # 192 px short side packs the 5,920 photos into 35 MB. Not yet run to the end on a GPU.
 #
 # Environment: PACKED (.gpupack/gpudata.tar.gz: the packed folder or such an archive of it), TRAIN_BUDGET_S (300),
-# STEPS (3000), BATCH (64), WORKERS (7 per run), BENCH_BUDGET_S (100), DEVICE (cuda; cpu checks
-# the script), BENCH_MODELS / BENCH_BATCHES / BENCH_MODES (passed to scripts/gpu_bench.sh).
+# STEPS (3000: a guess that each run's speed probe replaces), BATCH (64), WORKERS (7 per run),
+# NONE_START (.gpupack/none_start.safetensors: the "without prior" model that the ablation
+# fine-tunes, as a delta from the bundled model, so that both runs go on from models trained
+# with the same budget; where absent, the ablation's network starts from scratch),
+# BENCH_BUDGET_S (100; 0 skips the benchmark), DEVICE (cuda; cpu checks the script),
+# BENCH_MODELS / BENCH_BATCHES / BENCH_MODES (passed to scripts/gpu_bench.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder that receives the results}"
@@ -43,6 +47,12 @@ weights = load_file("gcpcolor/assets/default_model/model.safetensors")
 torch.save({k[len(prefix):]: v.float() for k, v in weights.items() if k.startswith(prefix)}, sys.argv[1])
 PY
 export GCPCOLOR_EFFICIENTNET_LITE0="$WORK/efficientnet_lite0.pth"
+NONE_START=${NONE_START:-.gpupack/none_start.safetensors}
+none_start=gcpcolor/assets/default_model
+if [ -f "$NONE_START" ]; then
+    python scripts/model_delta.py apply "$NONE_START" gcpcolor/assets/default_model "$WORK/none_start" || exit 1
+    none_start="$WORK/none_start"
+fi
 if [ -f "$PACKED" ]; then
     mkdir -p "$WORK/photos" && tar -xzf "$PACKED" -C "$WORK/photos" || exit 1
     PACKED="$WORK/photos"
@@ -50,7 +60,8 @@ fi
 
 for guidance in features none; do
     # two trainings and their loaders share the CPU cores: few threads each, no oversubscription
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OUT="$WORK/$guidance" GUIDANCE=$guidance STEPS=$STEPS BATCH=$BATCH WORKERS=$WORKERS DEVICE=$DEVICE \
+    start_from=gcpcolor/assets/default_model; [ "$guidance" = none ] && start_from=$none_start
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OUT="$WORK/$guidance" GUIDANCE=$guidance STEPS=$STEPS BATCH=$BATCH WORKERS=$WORKERS DEVICE=$DEVICE START_FROM=$start_from \
         BUDGET_S=$TRAIN_BUDGET_S bash scripts/gpu_train_default.sh "$PACKED" > "$OUT/train_$guidance.log" 2>&1 &
 done
 wait
@@ -61,6 +72,6 @@ for guidance in features none; do
             "$OUT/$guidance.safetensors" >> "$OUT/train_$guidance.log" 2>&1
 done
 
-OUT="$OUT" DEVICE=$DEVICE BUDGET_S=$BENCH_BUDGET_S MODELS=${BENCH_MODELS:-paper,default} \
+[ "$BENCH_BUDGET_S" -gt 0 ] && OUT="$OUT" DEVICE=$DEVICE BUDGET_S=$BENCH_BUDGET_S MODELS=${BENCH_MODELS:-paper,default} \
     BATCHES=${BENCH_BATCHES:-1,8,32,64} MODES=${BENCH_MODES:-fp32,bf16,compile} bash scripts/gpu_bench.sh
 echo "session took $((SECONDS - start)) s" >> "$OUT/session.txt"

@@ -13,8 +13,15 @@
 # fitted to). Environment: GUIDANCE (features; none trains the "without prior" ablation),
 # STEPS (3000), BATCH (64), LR (5e-4), IMAGE_SIZE (192), BUDGET_S (wall-clock limit, 480),
 # DEVICE (cuda), WORKERS (12), DEGRADE (0: the chance of old-photo damage on a crop's gray
-# input, data.degrade_input; untried in a full run so far). At the budget the run stops after its current step with a
-# checkpoint, and the newest checkpoint is exported; a second run with the same OUT resumes.
+# input, data.degrade_input; untried in a full run so far), START_FROM (the save_pretrained folder
+# whose prior and, where its layout matches, colorization network the run starts from: the
+# bundled model; the ablation starts from its own "without prior" model), PROBE_S (75).
+# Fitting the run to the budget: the learning rate decays linearly to 0 at the last step, so the
+# step count must be what the machine does in BUDGET_S. The first PROBE_S seconds train with
+# STEPS as a guess and measure the speed; the run then resumes with optim.max_steps set to the
+# steps that fit in what is left (PROBE_S=0 keeps STEPS). At the budget the run stops after its
+# current step with a checkpoint, and the newest checkpoint is exported; a second run with the
+# same OUT resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder that receives the exported model}"
@@ -28,20 +35,45 @@ IMAGE_SIZE=${IMAGE_SIZE:-192}; DEGRADE=${DEGRADE:-0}; BUDGET_S=${BUDGET_S:-480};
 RUN="$OUT/run"; mkdir -p "$RUN"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
+START_FROM=${START_FROM:-gcpcolor/assets/default_model}; PROBE_S=${PROBE_S:-75}
+RESTART_S=30  # phase 2's start (model, checkpoint, loader workers) and its final checkpoint
+deadline=$((SECONDS + BUDGET_S))
+train() {  # $1: seconds at most, then arguments for `gcpcolor train`
+    local seconds=$1; shift
+    # SIGINT makes the trainer finish its step and checkpoint (exit 130); KILL 30 s later if stuck
+    timeout --signal=INT --kill-after=30 "$seconds" python -m gcpcolor train \
+        --config configs/default_model/default_v2_stage2.yaml \
+        --set "prior.pretrained=$START_FROM" --set "guidance=$GUIDANCE" \
+        --set "class_probe_data.root=$PACKED/train" --set "class_probe_data.labels_file=$PACKED/train_classes.csv" \
+        --set "class_probe_data.num_workers=$WORKERS" \
+        --set "data.root=$PACKED" --set "data.labels_file=$PACKED/manifest.csv" --set "data.num_workers=$WORKERS" \
+        --set "data.image_size=$IMAGE_SIZE" --set "data.degrade_input=$DEGRADE" \
+        --set "optim.batch_size=$BATCH" --set "optim.lr=$LR" \
+        --set "checkpoint.save_every=500" --set "checkpoint.output_dir=$RUN/stage2" \
+        --set "device=$DEVICE" --set "precision=bf16" --set "logging.progress_bar=false" "$@"
+}
+
+set +e
+if [ "$PROBE_S" -gt 0 ] && [ ! -e "$RUN/stage2/checkpoints/latest" ]; then
+    train "$PROBE_S" --set "optim.max_steps=$STEPS" --set "logging.log_every=10" > "$RUN/probe.log" 2>&1
+    cat "$RUN/probe.log"
+    rm -rf "$RUN/stage2/final"  # where the probe reached STEPS: the run goes on, so its export is stale
+    # the newest "step N/M ... R img/s" line: the speed once warmed up, and where the probe stopped
+    last_line=$(grep -E "step [0-9]+/[0-9]+ .* img/s" "$RUN/probe.log" | tail -n 1)
+    rate=$(sed -E 's/.* ([0-9.]+) img\/s.*/\1/' <<<"$last_line")
+    reached=$(sed -E 's/.*step ([0-9]+)\/.*/\1/' <<<"$last_line")
+    if [ -n "$last_line" ] && [ -e "$RUN/stage2/checkpoints/latest" ]; then
+        STEPS=$(python -c "import sys; r, n, left, b = map(float, sys.argv[1:]); print(max(int(n) + 1, int(n + 0.95 * r * left / b)))" \
+            "$rate" "$reached" "$((deadline - SECONDS - RESTART_S))" "$BATCH")
+        echo "probe: $rate img/s at step $reached; the run goes to step $STEPS" >&2
+    else
+        echo "the probe measured no speed; the run keeps STEPS=$STEPS" >&2
+    fi
+fi
 resume=()
 [ -e "$RUN/stage2/checkpoints/latest" ] && resume=(--resume)
-set +e
-# SIGINT makes the trainer finish its step and checkpoint (exit 130); KILL 30 s later if stuck
-timeout --signal=INT --kill-after=30 "$BUDGET_S" python -m gcpcolor train \
-    --config configs/default_model/default_v2_stage2.yaml "${resume[@]}" \
-    --set "guidance=$GUIDANCE" \
-    --set "class_probe_data.root=$PACKED/train" --set "class_probe_data.labels_file=$PACKED/train_classes.csv" \
-    --set "class_probe_data.num_workers=$WORKERS" \
-    --set "data.root=$PACKED" --set "data.labels_file=$PACKED/manifest.csv" --set "data.num_workers=$WORKERS" \
-    --set "data.image_size=$IMAGE_SIZE" --set "data.degrade_input=$DEGRADE" \
-    --set "optim.batch_size=$BATCH" --set "optim.max_steps=$STEPS" --set "optim.lr=$LR" \
-    --set "checkpoint.save_every=500" --set "checkpoint.output_dir=$RUN/stage2" \
-    --set "device=$DEVICE" --set "precision=bf16" --set "logging.progress_bar=false"
+remaining=$((deadline - SECONDS)); [ "$remaining" -lt 1 ] && remaining=1
+train "$remaining" "${resume[@]}" --set "optim.max_steps=$STEPS"
 status=$?
 set -e
 if [ -d "$RUN/stage2/final" ]; then
