@@ -245,7 +245,7 @@ def rebalancing_weights(bin_counts: torch.Tensor, centers: torch.Tensor, mix: fl
     """Per-bin loss weights that undo the dominance of desaturated colours (Zhang et al. 2016):
     w ∝ ((1 - mix) · p̃ + mix / Q)^-1, p̃ the empirical bin distribution smoothed by a Gaussian
     of `sigma` over ab, normalised so that the expected weight under p̃ is 1."""
-    probability = bin_counts.double() / bin_counts.sum().clamp_min(1)
+    probability = bin_counts.to(centers.device).double() / bin_counts.sum().clamp_min(1)
     distances = torch.cdist(centers.double(), centers.double())
     kernel = torch.exp(-distances.square() / (2 * sigma**2))
     smoothed = kernel @ probability

@@ -98,6 +98,7 @@ class ColorizationTrainer(Trainer):
         model = super()._build_model()
         probe_data = self.config.class_probe_data
         if model.config.class_predictor == "imagenet_probe" and probe_data is not None and self.resume_from is None:
+            model.to(self.device)  # the backbone pass over every probe photo is the cost: on the GPU
             fit_class_probe(model, make_dataset(dataclasses.replace(probe_data, train=False)))
         return model
 
