@@ -7,7 +7,7 @@
 #   OUT=/tmp/out bash scripts/gpu_bench.sh
 #
 # Environment: DEVICE (cuda; cpu checks the script without a GPU), MODELS (paper,default),
-# BATCHES (1,8,32,64), MODES (fp32,bf16,compile), BUDGET_S (240: no new row starts after it;
+# BATCHES (1,8,32,64), MODES (fp32,bf16,compile; compile rows run last), BUDGET_S (240: no new row starts after it;
 # the rows left are listed as not run), MIN_SECONDS (1.5: timing per row). A hard limit of
 # BUDGET_S + 50 s ends a stuck run.
 set -euo pipefail

@@ -27,3 +27,16 @@ def test_gpu_bench_script_writes_its_table(tmp_path):
     rows = [line for line in (tmp_path / "gpu_bench.md").read_text().splitlines() if line.startswith("| tiny")]
     assert [row.split("|")[2].strip() for row in rows] == ["fp32", "bf16"]
     assert all(float(row.split("|")[4]) > 0 for row in rows)  # images/s measured, not failed
+
+
+def test_compile_rows_come_after_every_plain_row(tmp_path):
+    """A compilation can outlast the budget: the plain rows of every model are listed first."""
+    output = tmp_path / "table.md"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_gpu_throughput.py"), "--device", "cpu",
+         "--models", "tiny", "--batches", "1", "--modes", "compile,fp32", "--budget-s", "0", "--output", str(output)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True, text=True, timeout=300,
+    )
+    rows = [line.split("|") for line in output.read_text().splitlines() if line.startswith("| tiny")]
+    assert [row[2].strip() for row in rows] == ["fp32", "compile"]
+    assert all("not run (budget)" in row[4] for row in rows)
