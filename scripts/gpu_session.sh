@@ -14,7 +14,7 @@
 # On a leased machine: call it as is, carrying .gpupack; the `python` on that machine's PATH is
 # the one that holds PyTorch (a symlink to it loses its virtual environment, so none is made).
 # The working tree and the archive together must stay under the lease's 64 MiB: quality 60 at a
-# 192 px short side packs the 5,920 photos into 35 MB. Not yet run to the end on a GPU.
+# 192 px short side packs the 5,920 photos into 35 MB. Run once on an H100 (docs/training-log.md: 6 minutes for both runs).
 #
 # Environment: PACKED (.gpupack/gpudata.tar.gz: the packed folder or such an archive of it), TRAIN_BUDGET_S (300),
 # STEPS (3000: a guess that each run's speed probe replaces), BATCH (64), WORKERS (7 per run),
