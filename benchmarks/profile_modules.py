@@ -35,7 +35,7 @@ from gcpcolor.pipeline import Colorizer
 
 #: Stage label → (path of the object from the Colorizer, method names timed as that stage).
 STAGES: list[tuple[str, str, tuple[str, ...]]] = [
-    ("pre-processing (L, resize)", "", ("_prepare",)),
+    ("pre-processing (L, resize)", "processor", ("preprocess",)),
     ("class prediction", "", ("resolve_classes",)),
     ("ImageNet backbone", "model.colorization_net.backbone", ("features",)),
     ("encoder (inversion)", "model", ("invert",)),
@@ -44,7 +44,7 @@ STAGES: list[tuple[str, str, tuple[str, ...]]] = [
     ("correspondence", "model.correspondence", ("embed_gray", "embed_reference", "correspondence")),
     ("warp", "model", ("_warp_native",)),
     ("colorization net", "model.colorization_net", ("forward", "logits", "decode")),
-    ("post-processing (ab up, Lab→RGB)", "", ("_finish",)),
+    ("post-processing (ab up, Lab→RGB)", "processor", ("postprocess",)),
 ]
 
 

@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
@@ -21,7 +22,7 @@ from .cli_common import DEMO_NOTICE, EXIT_INPUT_ERRORS, CommandError
 from .cli_common import echo_err as _echo_err
 from .color_detection import COLOR_THRESHOLD, color_input_note, off_tone_chroma
 from .config import ConfigError
-from .errors import InvalidResultError, MissingWeightsError, WeightsFormatError
+from .errors import MissingWeightsError, WeightsFormatError
 from .evaluate_cli import evaluate_command
 from .train_cli import train_command, train_encoder_command, train_prior_command
 from .image_io import (
@@ -30,7 +31,6 @@ from .image_io import (
     ImageOutputError,
     SkipReporter,
     SAVE_FORMATS,
-    broken_result_reason,
     copy_image_file,
     find_images,
     is_out_of_memory,
@@ -41,6 +41,9 @@ from .image_io import (
 )
 from .web import MAX_SEED, MAX_SIGMA
 from .weights import remove_stale_temporaries
+
+if TYPE_CHECKING:
+    from .pipeline import ColorizeResult
 
 class FiniteFloatRange(click.FloatRange):
     """click.FloatRange that also refuses nan, which passes every comparison with a bound, and
@@ -179,36 +182,40 @@ def _report_input_clash(job: _Job, clash: Path) -> None:
               f"(choose another -o folder or --suffix)")
 
 
-def _jobs_to_run(jobs: list[_Job], overwrite: bool, skip_existing: bool) -> tuple[list[_Job], int]:
-    """The jobs allowed to write all their outputs, and how many were refused (each reported).
+def _output_verdict(job: _Job, outputs: list[Path], input_files: set[tuple[int, int]], overwrite: bool,
+                    skip_existing: bool) -> str:
+    """"write", or why `job` must not write `outputs`: "clash" (one is an input photo, the same
+    path or a link to it: refused whatever the flags, replacing it would destroy the user's
+    original), "exists" (an output exists and --overwrite is not given), "skip" (--skip-existing
+    and every output exists). "clash" and "exists" are reported here."""
+    clash = next((path for path in outputs if _file_identity(path) in input_files), None)
+    if clash is not None:
+        _report_input_clash(job, clash)
+        return "clash"
+    existing = [path for path in outputs if os.path.lexists(path)]
+    if not existing or overwrite:
+        return "write"
+    complete = len(existing) == len(outputs)
+    if complete and skip_existing:
+        return "skip"
+    advice = "use --overwrite or --skip-existing" if complete else "use --overwrite to redo the photo"
+    _echo_err(f"skipped {job.source}: output {existing[0]} exists ({advice})")
+    return "exists"
 
-    A job whose output is an input photo (the same path, or a link to it) is refused whatever
-    the flags: replacing it would destroy the user's original. Existing outputs are replaced
-    only with --overwrite; --skip-existing passes over a photo whose outputs all exist.
-    """
-    input_files = _input_identities(jobs)
+
+def _jobs_to_run(jobs: list[_Job], input_files: set[tuple[int, int]], overwrite: bool,
+                 skip_existing: bool) -> tuple[list[_Job], int]:
+    """The jobs allowed to write all their outputs, and how many were refused (each reported)."""
     pending, refused = [], 0
     for job in jobs:
-        clash = next((path for path in job.outputs if _file_identity(path) in input_files), None)
-        if clash is not None:
-            _report_input_clash(job, clash)
-            refused += 1
-            continue
-        existing = [path for path in job.outputs if os.path.lexists(path)]
-        if existing and not overwrite:
-            complete = len(existing) == len(job.outputs)
-            if not (complete and skip_existing):
-                advice = "use --overwrite or --skip-existing" if complete else "use --overwrite to redo the photo"
-                _echo_err(f"skipped {job.source}: output {existing[0]} exists ({advice})")
-                refused += 1
-            continue
-        pending.append(job)
+        verdict = _output_verdict(job, job.outputs, input_files, overwrite, skip_existing)
+        if verdict == "write":
+            pending.append(job)
+        refused += verdict in ("clash", "exists")
     return pending, refused
 
 
 def _failure_message(error: Exception, activity: str = "colorizing") -> str:
-    if isinstance(error, InvalidResultError):
-        return str(error)
     if is_out_of_memory(error):
         return f"out of memory while {activity} (try a smaller --batch-size or photo)"
     return f"failed while {activity}: {type(error).__name__}: {one_line_message(error)}"
@@ -330,11 +337,11 @@ def colorize(
     if stale and not quiet:
         _echo_err(f"removed {len(stale)} temporary file(s) left by an interrupted run")
 
-    pending, refused = _jobs_to_run(jobs, overwrite, skip_existing)
+    input_files = _input_identities(jobs)
+    pending, refused = _jobs_to_run(jobs, input_files, overwrite, skip_existing)
     problems += refused
     failures = 0
     kept = 0  # colour photos copied unchanged (--keep-color)
-    input_files = _input_identities(jobs)
 
     progress = tqdm(total=len(pending), unit="photo", disable=quiet or not pending, file=sys.stderr)
 
@@ -346,8 +353,8 @@ def colorize(
             _echo_err(f"error: {exc}")
             return False
 
-    def usable(job: _Job, image: np.ndarray) -> bool:
-        reason = broken_result_reason(job.rgb, image)
+    def usable(job: _Job, result: ColorizeResult) -> bool:
+        reason = result.problem(job.rgb)
         if reason is not None:
             _echo_err(f"error: {job.source}: {reason}")
         return reason is None
@@ -356,7 +363,7 @@ def colorize(
         ok = True
         for index, result in enumerate(results):
             # Each full-resolution result is composed, checked, written and freed in turn.
-            if not usable(job, result.pixels):
+            if not usable(job, result):
                 ok = False
                 continue
             target = names.result(job.target, index)
@@ -370,7 +377,7 @@ def colorize(
     def write_transition(job: _Job) -> bool:
         frames = colorizer.transition(job.rgb, direction, shift=shift, steps=steps, class_id=class_spec,
                                       resize_mode=resize_mode, batch_size=batch_size)
-        if not all([usable(job, frame.pixels) for frame in frames]):
+        if not all([usable(job, frame) for frame in frames]):
             return False
         ok = all([write(frame.pixels, names.frame(job.target, index)) for index, frame in enumerate(frames)])
         try:
@@ -409,14 +416,13 @@ def colorize(
         nonlocal failures, kept, problems
         target = job.target
         progress.update(1)
-        if _file_identity(target) in input_files:
-            _report_input_clash(job, target)
+        # checked again: with several results or a transition, `target` is not among job.outputs
+        verdict = _output_verdict(job, [target], input_files, overwrite, skip_existing)
+        if verdict == "clash":
             failures += 1
             return
-        if os.path.lexists(target) and not overwrite:
-            if not skip_existing:
-                _echo_err(f"skipped {job.source}: output {target} exists (use --overwrite or --skip-existing)")
-                problems += 1
+        if verdict != "write":
+            problems += verdict == "exists"
             kept += 1
             return
         same_format = SAVE_FORMATS.get(job.source.suffix.lower()) == SAVE_FORMATS.get(target.suffix.lower())

@@ -375,9 +375,3 @@ class ColorizerConfig:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
         return config_from_dict(cls, data)
-
-
-def register_config_type(cls: type[T]) -> type[T]:
-    """No longer needed: `config_from_dict` resolves nested config types from the annotations
-    themselves. Kept so that code written for the earlier decoder still imports it."""
-    return cls

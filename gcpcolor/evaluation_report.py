@@ -53,15 +53,6 @@ class MethodSummary:
     def ssim(self) -> float | None:
         return self.means.get("ssim")
 
-    @property
-    def lpips(self) -> float | None:
-        return self.means.get("lpips")
-
-    @property
-    def ab_high_frequency(self) -> float | None:
-        """Mean share of the a/b spectral power above 0.25 cycles/pixel."""
-        return self.means.get("ab_hf")
-
 
 @dataclass
 class EvaluationSettings:

@@ -1,8 +1,8 @@
 """ONNX export of the network part of a model, and running it with onnxruntime.
 
 The exported graph is what `GCPColorizationModel` computes between the pipeline's numpy/torch
-pre-processing (`Colorizer._prepare`: L from the photo, resized to the working size) and its
-post-processing (`Colorizer._finish`: ab cropped, upsampled and joined with the full-resolution
+pre-processing (`ImageProcessor.preprocess`: L from the photo, resized to the working size) and its
+post-processing (`ImageProcessor.postprocess`: ab cropped, upsampled and joined with the full-resolution
 L): inputs `l_input` (B, 1, S, S) = L/50 - 1 and `class_ids` (B,) int64, outputs `ab`
 (B, 2, S, S) in Lab units, `exemplar` and `warped_exemplar` (B, 3, R, R) / (B, 3, S, S) RGB in
 [-1, 1], the classes used and the latent `z`. A negative class id asks for the automatic class

@@ -35,9 +35,9 @@ from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, class_name, parse
 from .color_detection import COLOR_THRESHOLD, ColorInputWarning, color_input_note, off_tone_chroma
 from .config import ColorizerConfig
 from .devices import resolve_device
-from .errors import MissingWeightsError
+from .errors import InvalidResultError, MissingWeightsError
 from . import image_io
-from .image_io import load_pixels, pixels_to_float_rgb, save_image
+from .image_io import broken_result_reason, load_pixels, pixels_to_float_rgb, save_image
 from .image_processor import ImageProcessor, PreparedPhoto, check_pixels
 from .model import BackboneFeatures, GCPColorizationModel
 from .weights import (
@@ -107,6 +107,14 @@ class ColorizeResult:
     def image(self) -> np.ndarray:
         """(H, W, 3) float32 RGB in [0, 1] at full resolution (a new array on each call)."""
         return pixels_to_float_rgb(self.pixels)
+
+    def problem(self, photo: np.ndarray) -> str | None:
+        """Why this is not a usable colorization of `photo` (its input pixels); None if it is.
+        Composes the image: a model's NaN or infinity surfaces there, as InvalidResultError."""
+        try:
+            return broken_result_reason(photo, self.pixels)
+        except InvalidResultError as exc:
+            return str(exc)
 
     def release(self) -> None:
         """Free the full-resolution image; it is composed again if asked for."""
@@ -261,8 +269,12 @@ class Colorizer:
     def _prepare(self, image: ImageLike, resize_mode: str) -> PreparedPhoto:
         return self.processor.preprocess(to_pixels(image), resize_mode)
 
-    def _finish(self, prepared: PreparedPhoto, ab: torch.Tensor) -> np.ndarray:
-        return self.processor.postprocess(prepared, ab)
+    def _prepare_to_colorize(self, image: ImageLike, resize_mode: str) -> tuple[PreparedPhoto, Callable[[], float]]:
+        """The photo brought to the network's input, and its off-tone chroma as a measure (with
+        the colour-input warning, `_input_chroma`)."""
+        pixels = to_pixels(image)
+        measure = self._input_chroma(pixels, image)
+        return self.processor.preprocess(pixels, resize_mode), measure
 
     # ----------------------------------------------------------------- classes
     def resolve_classes(
@@ -332,10 +344,9 @@ class Colorizer:
         latents: torch.Tensor | None = None,
     ) -> list[ColorizeResult]:
         """Colorize several photos in one forward pass (any sizes; each keeps its own)."""
-        pixels = [to_pixels(image) for image in images]
-        measures = [self._input_chroma(photo, image) for photo, image in zip(pixels, images)]
-        prepared = [self.processor.preprocess(photo, resize_mode) for photo in pixels]
-        return self._colorize_prepared(prepared, class_ids, latents, measures)
+        photos = [self._prepare_to_colorize(image, resize_mode) for image in images]
+        return self._colorize_prepared([prepared for prepared, _ in photos], class_ids, latents,
+                                       [measure for _, measure in photos])
 
     def _colorize_prepared(
         self,
@@ -367,7 +378,7 @@ class Colorizer:
                 warped_exemplar=warped[i],
                 z=output.z[i].float().cpu(),
                 num_classes=self.config.biggan.n_classes,
-                compose=functools.partial(self._finish, p, ab[i : i + 1]),
+                compose=functools.partial(self.processor.postprocess, p, ab[i : i + 1]),
                 measure_input_chroma=chroma_measures[i],
             )
             for i, p in enumerate(prepared)
@@ -440,9 +451,7 @@ class Colorizer:
         """
         if samples < 1:
             raise ValueError("samples must be >= 1")
-        pixels = to_pixels(image)
-        measure = self._input_chroma(pixels, image)
-        prepared = self.processor.preprocess(pixels, resize_mode)
+        prepared, measure = self._prepare_to_colorize(image, resize_mode)
         generator = torch.Generator().manual_seed(seed)
         results = []
         for spec in list(class_ids) if class_ids else [None]:
@@ -467,9 +476,7 @@ class Colorizer:
         """Walk z along latent-deformator direction `direction` over [-shift, shift] in `steps`."""
         if steps < 2:
             raise ValueError("steps must be >= 2")
-        pixels = to_pixels(image)
-        measure = self._input_chroma(pixels, image)
-        prepared = self.processor.preprocess(pixels, resize_mode)
+        prepared, measure = self._prepare_to_colorize(image, resize_mode)
         z, resolved = self._invert_prepared(prepared, class_id)
         shifts = torch.linspace(-shift, shift, steps)
         walked = self.model.shift_latent(z, direction, shifts)

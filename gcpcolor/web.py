@@ -19,10 +19,8 @@ from urllib.parse import parse_qs, urlparse
 from PIL import Image
 
 from .classes import ClassNotFoundError
-from .errors import InvalidResultError
 from .image_io import (
     ImageInputError,
-    broken_result_reason,
     is_out_of_memory,
     load_pixels,
     one_line_message,
@@ -214,10 +212,7 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
                         result = colorizer.colorize(rgb, class_id=class_spec)
             except ClassNotFoundError as exc:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
-            try:
-                problem = broken_result_reason(rgb, result.pixels)
-            except InvalidResultError as exc:
-                problem = str(exc)
+            problem = result.problem(rgb)
             if problem is not None:
                 raise RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, problem)
             buffer = io.BytesIO()

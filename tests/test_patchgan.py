@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from gcpcolor.config import config_from_dict, config_to_dict, register_config_type
+from gcpcolor.config import config_from_dict, config_to_dict
 from gcpcolor.models.patchgan import MultiScalePatchGAN, PatchGANConfig, lab_to_discriminator_input
 
 TINY = PatchGANConfig(base_channels=4)
@@ -108,16 +108,15 @@ def test_lab_to_discriminator_input() -> None:
     torch.testing.assert_close(lab_to_discriminator_input(lab), expected)
 
 
-@register_config_type
 @dataclass(frozen=True)
 class _TrainingConfig:
     discriminator: PatchGANConfig = PatchGANConfig()
 
 
-def test_config_round_trip_and_registration() -> None:
+def test_config_round_trip_and_nesting() -> None:
     config = PatchGANConfig(base_channels=8, num_scales=2)
     assert config_from_dict(PatchGANConfig, config_to_dict(config)) == config
-    # Nested under a string annotation, the registered type is rebuilt from a plain dict.
+    # Nested under a string annotation, the type is rebuilt from a plain dict.
     nested = config_from_dict(_TrainingConfig, {"discriminator": {"n_layers": 4, "base_channels": 4}})
     assert nested.discriminator == PatchGANConfig(n_layers=4, base_channels=4)
     assert len(MultiScalePatchGAN(nested.discriminator).scales[0].layers) == 2 * 4 + 2 + 1

@@ -45,7 +45,7 @@ def test_output_keeps_full_resolution_and_lightness(demo_colorizer, shape, mode)
 def test_zero_ab_returns_the_original_gray_exactly(demo_colorizer):
     gray = np.repeat(_gray_photo(33, 47)[:, :, None], 3, axis=2)
     prepared = demo_colorizer._prepare(gray, "pad")
-    restored = demo_colorizer._finish(prepared, torch.zeros(1, 2, 256, 256))
+    restored = demo_colorizer.processor.postprocess(prepared, torch.zeros(1, 2, 256, 256))
     assert restored.dtype == np.uint16  # float photos keep their depth
     assert np.abs(restored / 65535.0 - gray).max() < 1 / 255
 

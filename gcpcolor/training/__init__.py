@@ -21,7 +21,7 @@ from .checkpoints import CheckpointManager
 from .config import PriorTrainConfig, Stage1Config, Stage2Config, TrainConfig, load_train_config
 from .engine import Trainer, TrainResult
 from .run import TRAINERS, export_checkpoint, run_training
-from .stage0_prior import PriorTrainer, run_prior_training
+from .stage0_prior import PriorTrainer
 from .stage1_encoder import EncoderTrainer
 from .stage2_colorization import ColorizationTrainer
 
@@ -40,6 +40,5 @@ __all__ = [
     "TrainingSetupError",
     "export_checkpoint",
     "load_train_config",
-    "run_prior_training",
     "run_training",
 ]

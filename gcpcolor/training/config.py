@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
+from torch.optim import Adam, AdamW, Optimizer
 
 from ..augment import parse_policy
 from ..config import BigGANConfig, ColorizerConfig, ConfigError, config_from_dict, dataclass_in, field_types
@@ -29,7 +30,8 @@ DEVICES = ("auto", "cpu", "cuda")
 MODEL_PRESETS = ("full", "tiny")
 FEATURE_EXTRACTORS = ("vgg19", "prior_discriminator", "auto")
 CLASS_SOURCES = ("labels", "predicted")
-OPTIMIZERS = ("adam", "adamw")
+#: The optimiser classes that `optim.optimizer` names.
+OPTIMIZER_CLASSES: dict[str, type[Optimizer]] = {"adam": Adam, "adamw": AdamW}
 
 
 @dataclass(frozen=True)
@@ -256,8 +258,8 @@ def validate_train_config(config: TrainConfig) -> None:
         problems.append(f"optim.discriminator_lr must be positive, got {optim.discriminator_lr}")
     if isinstance(config, Stage1Config) and optim.discriminator_lr is not None:
         problems.append("optim.discriminator_lr applies to stage 2 only")
-    if optim.optimizer not in OPTIMIZERS:
-        problems.append(f"optim.optimizer must be one of {', '.join(OPTIMIZERS)}, got {optim.optimizer!r}")
+    if optim.optimizer not in OPTIMIZER_CLASSES:
+        problems.append(f"optim.optimizer must be one of {', '.join(OPTIMIZER_CLASSES)}, got {optim.optimizer!r}")
     if not all(0.0 <= beta < 1.0 for beta in optim.betas):
         problems.append(f"optim.betas must be in [0, 1), got {list(optim.betas)}")
     for name in ("epochs", "batch_size", "grad_accumulation"):

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim import Adam, AdamW, Optimizer
+from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -55,15 +55,13 @@ from .checkpoints import (
     changed_settings,
     resolve_resume,
 )
-from .config import TrainConfig, config_to_plain, dump_train_config, validate_train_config
+from .config import OPTIMIZER_CLASSES, TrainConfig, config_to_plain, dump_train_config, validate_train_config
 from .distributed import DistributedContext, resolve_training_device
 from .reporting import ReportSkippedFiles, image_grid, summary_writer_class
 from .rng import capture_rng_state, restore_rng_state, seed_everything
 
 logger = logging.getLogger(__name__)
 
-#: The optimiser classes `optim.optimizer` names (`config.OPTIMIZERS`).
-OPTIMIZER_CLASSES: dict[str, type[Optimizer]] = {"adam": Adam, "adamw": AdamW}
 #: The one phase of a stage whose losses all come from one forward pass per micro-batch.
 JOINT_PHASE = "joint"
 
@@ -283,6 +281,11 @@ class Trainer:
         total, linear = self.total_steps, self.config.optim.linear_decay
         return LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total) if linear else 1.0)
 
+    def batch_to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A loader batch as every phase of a step reads it: where a stage has several phases,
+        it copies what they need to the device here, once a step."""
+        return batch
+
     def _inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         """(l_input, class_ids, rgb, lab) on the training device."""
         return tuple(
@@ -298,6 +301,7 @@ class Trainer:
         count = len(micro_batches)
         for batch in micro_batches:
             self._record_skipped(batch)
+        micro_batches = [self.batch_to_device(batch) for batch in micro_batches]
         self.step_learning_rates = {
             name: optimizer.param_groups[0]["lr"] for name, optimizer in self.optimizers.items()
         }

@@ -15,7 +15,7 @@ from .checkpoints import CHECKPOINTS_DIR, TRAIN_CONFIG_FILE, CheckpointManager, 
 from .config import TrainConfig, stage_config_class, train_config_from_dict
 from .distributed import setup_distributed, teardown_distributed
 from .engine import Trainer, TrainResult
-from .stage0_prior import PriorTrainer, run_prior_training
+from .stage0_prior import PriorTrainer
 from .stage1_encoder import EncoderTrainer
 from .stage2_colorization import ColorizationTrainer
 
@@ -44,8 +44,6 @@ def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike, dtyp
 
 def run_training(config: TrainConfig, resume: str | os.PathLike | bool | None = None) -> TrainResult:
     """Train the stage `config` is for, in this process or as one rank of a torchrun job."""
-    if config.stage == 0:
-        return run_prior_training(config, resume)  # clusters the photos into classes first
     context = setup_distributed(config.device)
     try:
         return TRAINERS[config.stage](config, resume, context).train()

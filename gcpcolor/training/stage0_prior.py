@@ -36,8 +36,8 @@ from ..models.biggan_generator import BigGANGenerator
 from ..prior import PRIOR_CENTROIDS_FILE, save_prior
 from ..pseudo_classes import cluster_photos, write_centroids_json, write_labels_csv
 from .config import PSEUDO_CLASSES_FILE, PriorTrainConfig, validate_prior_config
-from .distributed import DistributedContext, setup_distributed, teardown_distributed
-from .engine import Phase, Trainer, TrainResult
+from .distributed import DistributedContext, resolve_training_device
+from .engine import Phase, Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,17 @@ class PriorTrainer(Trainer):
     stage = 0
     config_class = PriorTrainConfig
 
+    def __init__(
+        self,
+        config: PriorTrainConfig,
+        resume: str | os.PathLike | bool | None = None,
+        context: DistributedContext | None = None,
+    ) -> None:
+        validate_prior_config(config)
+        context = context or DistributedContext(device=resolve_training_device(config.device))
+        # with pseudo-classes, the photos are clustered into classes before anything is built
+        super().__init__(prepare_conditioning(config, context), resume, context)
+
     def _build_model(self) -> nn.Module:
         labels = [class_id for _, class_id in self.dataset.samples]
         if max(labels) >= self.config.model.n_classes or min(labels) < 0:
@@ -173,11 +184,17 @@ class PriorTrainer(Trainer):
     def _latents(self, count: int) -> torch.Tensor:
         return torch.randn(count, self.config.model.dim_z, device=self.device)
 
+    def batch_to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Real photos in [-1, 1] and their classes, copied once for both phases."""
+        return {
+            "real": batch["rgb"].to(self.device, non_blocking=True) * 2 - 1,
+            "class_id": batch["class_id"].to(self.device, non_blocking=True),
+        }
+
     def accumulate_gradients(
         self, phase: str, batch: dict[str, Any], scale: float
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        real = batch["rgb"].to(self.device, non_blocking=True) * 2 - 1
-        class_ids = batch["class_id"].to(self.device, non_blocking=True)
+        real, class_ids = batch["real"], batch["class_id"]
         if phase == "discriminator":
             return self._discriminator_phase(real, class_ids, scale), {}
         return self._generator_phase(real, class_ids, scale)
@@ -267,14 +284,3 @@ def prepare_conditioning(config: PriorTrainConfig, context: DistributedContext) 
         data=dataclasses.replace(config.data, labels_file=str(labels.resolve())),
         model=dataclasses.replace(config.model, n_classes=conditioning.num_clusters),
     )
-
-
-def run_prior_training(config: PriorTrainConfig, resume: str | os.PathLike | bool | None = None) -> TrainResult:
-    validate_prior_config(config)
-    context = setup_distributed(config.device)
-    try:
-        config = prepare_conditioning(config, context)
-        return PriorTrainer(config, resume, context).train()
-    finally:
-        teardown_distributed(context)
-
