@@ -110,7 +110,7 @@ def main() -> None:
     ]
     # compile rows last: one compilation can outlast the budget, and the plain rows must not wait on it
     passes = [[mode for mode in modes if mode != "compile"], [mode for mode in modes if mode == "compile"]]
-    for pass_modes in (modes_of_pass for modes_of_pass in passes if modes_of_pass):
+    for pass_modes in filter(None, passes):
         for model_name in models:
             model = build_model(model_name).to(device).eval()
             exported = ExportedNetwork(model).eval()

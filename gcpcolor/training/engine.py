@@ -128,8 +128,8 @@ class Trainer:
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}")
         validate_train_config(config)
-        self.config = config
         self.context = context or DistributedContext(device=resolve_training_device(config.device))
+        self.config = config = self.prepare_config(config)
         self.device = self.context.device
         self.use_bf16 = config.precision == "bf16" and self.device.type == "cuda"
         self.output_dir = Path(config.checkpoint.output_dir).expanduser()
@@ -280,6 +280,11 @@ class Trainer:
         """Linear decay to 0 over the run (`optim.linear_decay`), else a constant rate."""
         total, linear = self.total_steps, self.config.optim.linear_decay
         return LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total) if linear else 1.0)
+
+    def prepare_config(self, config: TrainConfig) -> TrainConfig:
+        """The config the run trains with, settled before anything is built (self.context is
+        set): a stage that derives settings from its data does so here."""
+        return config
 
     def batch_to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         """A loader batch as every phase of a step reads it: where a stage has several phases,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from ..models.biggan_generator import BigGANGenerator
 from ..prior import PRIOR_CENTROIDS_FILE, save_prior
 from ..pseudo_classes import cluster_photos, write_centroids_json, write_labels_csv
 from .config import PSEUDO_CLASSES_FILE, PriorTrainConfig, validate_prior_config
-from .distributed import DistributedContext, resolve_training_device
+from .distributed import DistributedContext
 from .engine import Phase, Trainer
 
 logger = logging.getLogger(__name__)
@@ -133,16 +132,10 @@ class PriorTrainer(Trainer):
     stage = 0
     config_class = PriorTrainConfig
 
-    def __init__(
-        self,
-        config: PriorTrainConfig,
-        resume: str | os.PathLike | bool | None = None,
-        context: DistributedContext | None = None,
-    ) -> None:
+    def prepare_config(self, config: PriorTrainConfig) -> PriorTrainConfig:
+        """With pseudo-classes, the photos are clustered into classes before anything is built."""
         validate_prior_config(config)
-        context = context or DistributedContext(device=resolve_training_device(config.device))
-        # with pseudo-classes, the photos are clustered into classes before anything is built
-        super().__init__(prepare_conditioning(config, context), resume, context)
+        return prepare_conditioning(config, self.context)
 
     def _build_model(self) -> nn.Module:
         labels = [class_id for _, class_id in self.dataset.samples]
