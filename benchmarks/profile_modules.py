@@ -3,6 +3,7 @@
     python benchmarks/profile_modules.py                          # paper-size model (random weights) and the default model
     python benchmarks/profile_modules.py --model paper --threads 1 --repeats 3
     python benchmarks/profile_modules.py --model default --size 256
+    python benchmarks/profile_modules.py --model paper --flops    # + GFLOP and GFLOP/s per stage
 
 Each stage is the time spent inside the model methods listed in STAGES, exclusive of nested
 stages (the class prediction of the default model contains the backbone, which is reported on
@@ -13,6 +14,11 @@ markdown table of milliseconds and share of the total.
 Times are CPU time of the process (`--clock cpu`, the default) unless `--clock wall`: on a
 machine whose cores are shared with higher-priority work, wall time measures the other work's
 load, while CPU time of a 1-thread run still measures ours. With several threads, use wall.
+
+`--flops` adds the floating-point operations of each stage's dense work (convolutions, matrix
+products; counted by torch's FlopCounterMode in one extra run, with the same exclusive
+accounting) and the rate each stage reaches, which shows how far a stage is from the core's
+arithmetic limit: a stage near it is only made faster by doing less work or by cheaper arithmetic.
 """
 
 from __future__ import annotations
@@ -105,13 +111,14 @@ def timed_stages(colorizer: Colorizer, timer: StageTimer) -> Iterator[None]:
 
 
 def build_colorizer(model: str, precision: str = "float32") -> tuple[Colorizer, int | None]:
-    """The Colorizer and the class to pass (None: automatic) for 'paper' or 'default' or a DIR."""
+    """The Colorizer and the class to pass (None: automatic) for 'paper', 'tiny' (test-size
+    networks), 'default' or a DIR."""
     torch.manual_seed(0)
     # Passed only when it is not the default, so this script also runs on code that predates it.
     options = {} if precision == "float32" else {"precision": precision}
-    if model == "paper":
-        model = GCPColorizationModel(ColorizerConfig())
-        return Colorizer(model, device="cpu", classifier=None, is_demo=True, **options), 1
+    if model in ("paper", "tiny"):
+        config = ColorizerConfig() if model == "paper" else ColorizerConfig.tiny()
+        return Colorizer(GCPColorizationModel(config), device="cpu", classifier=None, is_demo=True, **options), 1
     if model == "default":
         return Colorizer.default(device="cpu", **options), None
     return Colorizer.from_pretrained(model, device="cpu", **options), None
@@ -120,41 +127,69 @@ def build_colorizer(model: str, precision: str = "float32") -> tuple[Colorizer, 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
 
+def measure_stages(colorizer: Colorizer, classes: int | None, image: np.ndarray,
+                   counter: Callable[[], float], scale: float = 1.0) -> tuple[dict[str, float], np.ndarray]:
+    """One colorization of `image`: how far `counter` (a clock, or a running count of operations)
+    advanced in each stage, exclusively, plus 'other' and 'total', times `scale`; and the photo."""
+    timer = StageTimer(counter)
+    with timed_stages(colorizer, timer):
+        start = timer.clock()
+        result = colorizer.colorize_batch([image], class_ids=classes)[0]
+        total = timer.clock() - start
+    stages = {stage: scale * timer.totals.get(stage, 0.0) for stage, _, _ in STAGES}
+    stages["other"] = scale * total - sum(stages.values())
+    stages["total"] = scale * total
+    return stages, result.image
+
+
 def profile(colorizer: Colorizer, classes: int | None, image: np.ndarray, repeats: int, clock: str = "cpu",
             warm_up: bool = True) -> tuple[dict[str, float], np.ndarray]:
     """Median milliseconds per stage (and 'total') over `repeats` runs of one photo, and the
     colorized photo."""
     if warm_up:
         colorizer.colorize_batch([image], class_ids=classes)  # allocator, kernels, caches
-    runs: list[dict[str, float]] = []
-    for _ in range(repeats):
-        timer = StageTimer(CLOCKS[clock])
-        with timed_stages(colorizer, timer):
-            start = timer.clock()
-            result = colorizer.colorize_batch([image], class_ids=classes)[0]
-            total = timer.clock() - start
-        stages = {stage: 1000 * timer.totals.get(stage, 0.0) for stage, _, _ in STAGES}
-        stages["other"] = 1000 * total - sum(stages.values())
-        stages["total"] = 1000 * total
-        runs.append(stages)
-    return {key: float(np.median([run[key] for run in runs])) for key in runs[0]}, result.image
+    runs = [measure_stages(colorizer, classes, image, CLOCKS[clock], scale=1000.0) for _ in range(repeats)]
+    return {key: float(np.median([run[0][key] for run in runs])) for key in runs[0][0]}, runs[-1][1]
 
 
-def markdown_table(title: str, milliseconds: dict[str, float]) -> str:
+def gigaflops_per_stage(colorizer: Colorizer, classes: int | None, image: np.ndarray) -> dict[str, float]:
+    """GFLOP of each stage's dense operations in one colorization (torch's FlopCounterMode counts
+    convolutions and matrix products; sampling, norms and activations are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as mode:
+        gigaflops, _ = measure_stages(colorizer, classes, image, lambda: float(mode.get_total_flops()), scale=1e-9)
+    return gigaflops
+
+
+def markdown_table(title: str, milliseconds: dict[str, float], gigaflops: dict[str, float] | None = None) -> str:
     total = milliseconds["total"]
-    lines = [f"**{title}**", "", "| stage | ms | share |", "|---|---:|---:|"]
+    header, rule = "| stage | ms | share |", "|---|---:|---:|"
+    if gigaflops is not None:
+        header, rule = header + " GFLOP | GFLOP/s |", rule + "---:|---:|"
+
+    def row(stage: str, label: str) -> str:
+        value = milliseconds[stage]
+        cells = f"| {label} | {value:.0f} | {100 * value / total:.0f}% |"
+        if gigaflops is not None:
+            work = gigaflops.get(stage, 0.0)
+            rate = f"{1000 * work / value:.1f}" if value > 0 and work > 0 else "–"
+            cells += f" {work:.2f} | {rate} |"
+        return cells
+
+    lines = [f"**{title}**", "", header, rule]
     for stage, value in milliseconds.items():
         if stage == "total" or (value < 0.05 and stage != "other"):
             continue  # stages the model does not have (no backbone in the paper model)
-        lines.append(f"| {stage} | {value:.0f} | {100 * value / total:.0f}% |")
-    lines.append(f"| **total** | **{total:.0f}** | 100% |")
+        lines.append(row(stage, stage))
+    lines.append(row("total", "**total**"))
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=[],
-                        help="'paper' (full size, random weights), 'default' (shipped) or a model DIR; repeatable")
+                        help="'paper' (full size, random weights), 'tiny' (test-size), 'default' (shipped) or a model DIR; repeatable")
     parser.add_argument("--size", type=int, default=256, help="side of the square test photo")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3)
@@ -167,6 +202,8 @@ def main() -> None:
                         help="write the colorized photo (float32 RGB) of the last model, to compare precisions or code versions")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                         help="cpu: process CPU time (robust on a loaded machine, 1 thread); wall: elapsed time")
+    parser.add_argument("--flops", action="store_true",
+                        help="also count each stage's GFLOP (one more run) and report GFLOP/s")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -183,7 +220,8 @@ def main() -> None:
     for model in args.model or ["paper", "default"]:
         colorizer, classes = build_colorizer(model, args.precision)
         milliseconds, colorized = profile(colorizer, classes, image, args.repeats, args.clock, not args.no_warm_up)
-        print(markdown_table(f"{model} model, {args.precision}", milliseconds), "\n", flush=True)
+        gigaflops = gigaflops_per_stage(colorizer, classes, image) if args.flops else None
+        print(markdown_table(f"{model} model, {args.precision}", milliseconds, gigaflops), "\n", flush=True)
         if args.save_output:
             np.save(args.save_output, colorized)
 
