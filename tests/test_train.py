@@ -133,6 +133,8 @@ def test_config_unknown_keys_and_bad_values_are_errors(tmp_path):
         load_train_config(1, CONFIGS / "smoke" / "stage1_tiny.yaml", ["optim.batch_size=two"])
     with pytest.raises(ConfigError, match="guidance must be one of"):
         load_train_config(2, CONFIGS / "smoke" / "stage2_tiny.yaml", ["guidance=colour"])
+    with pytest.raises(ConfigError, match="optim.warmup_steps must be >= 0"):
+        load_train_config(2, CONFIGS / "smoke" / "stage2_tiny.yaml", ["optim.warmup_steps=-5"])
     with pytest.raises(ConfigError, match="exactly one of"):
         load_train_config(2, CONFIGS / "smoke" / "stage2_tiny.yaml", ["prior.prior_weights_dir=/weights"])
     with pytest.raises(ConfigError, match="config file not found"):
@@ -511,3 +513,16 @@ def test_a_signal_stops_training_after_the_step_with_a_checkpoint_and_resume_goe
     assert (output_dir / "final" / "model.safetensors").is_file()
     state = torch.load(CheckpointManager(output_dir / "checkpoints").checkpoints()[-1] / STATE_FILE, weights_only=True)
     assert state["step"] == step + 1
+
+
+def test_warmup_raises_the_rate_linearly_then_it_decays(photos, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = tiny_config(1, photos, tmp_path / "run", "optim.max_steps=4", "optim.warmup_steps=2", "optim.lr=0.02",
+                         "logging.tensorboard=true", "logging.log_every=1", "checkpoint.save_every=1000")
+    run_training(config)
+    accumulator = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    rates = [event.value for event in accumulator.Scalars("lr/encoder")]
+    # The rate of optimizer step s (from 0): 0.02 · min(1, (s + 1)/2) · (1 - s/4)
+    assert rates == pytest.approx([0.02 * 0.5 * 1.0, 0.02 * 1.0 * 0.75, 0.02 * 0.5, 0.02 * 0.25], rel=1e-6)

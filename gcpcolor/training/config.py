@@ -67,6 +67,10 @@ class OptimizationConfig:
     batch_size: int = 8  # per process (per GPU)
     grad_accumulation: int = 1  # micro-batches per optimizer step
     linear_decay: bool = True  # learning rate decays linearly to 0 over the run
+    # The rate rises linearly over the first optimizer steps: fine-tuning a trained model with
+    # fresh Adam moments at full rate jolts it (60 steps at 5e-4 moved the ablation's mean b*
+    # on val by +3.6). Counts from step 0, so a resumed run past it is unaffected.
+    warmup_steps: int = 0
     optimizer: str = "adam"  # adam or adamw, with `betas`; the GAN stages use it for both sides
 
 
@@ -267,6 +271,8 @@ def validate_train_config(config: TrainConfig) -> None:
             problems.append(f"optim.{name} must be >= 1, got {getattr(optim, name)}")
     if optim.max_steps is not None and optim.max_steps < 1:
         problems.append(f"optim.max_steps must be >= 1, got {optim.max_steps}")
+    if optim.warmup_steps < 0:
+        problems.append(f"optim.warmup_steps must be >= 0, got {optim.warmup_steps}")
     for name in ("log_every", "image_every"):
         if getattr(config.logging, name) < 1:
             problems.append(f"logging.{name} must be >= 1, got {getattr(config.logging, name)}")

@@ -277,9 +277,15 @@ class Trainer:
             self.skipped_files.update(path for path in paths.split("\n") if path)
 
     def make_scheduler(self, optimizer: Optimizer) -> LambdaLR:
-        """Linear decay to 0 over the run (`optim.linear_decay`), else a constant rate."""
-        total, linear = self.total_steps, self.config.optim.linear_decay
-        return LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total) if linear else 1.0)
+        """Linear decay to 0 over the run (`optim.linear_decay`), else a constant rate; over the
+        first `optim.warmup_steps` steps the rate also rises linearly from 1/warmup of it."""
+        total, linear, warmup = self.total_steps, self.config.optim.linear_decay, self.config.optim.warmup_steps
+
+        def factor(step: int) -> float:
+            rise = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+            return rise * (max(0.0, 1.0 - step / total) if linear else 1.0)
+
+        return LambdaLR(optimizer, factor)
 
     def prepare_config(self, config: TrainConfig) -> TrainConfig:
         """The config the run trains with, settled before anything is built (self.context is
