@@ -170,7 +170,8 @@ def markdown_table(title: str, milliseconds: dict[str, float], gigaflops: dict[s
 
     def row(stage: str, label: str) -> str:
         value = milliseconds[stage]
-        cells = f"| {label} | {value:.0f} | {100 * value / total:.0f}% |"
+        shown = f"**{value:.0f}**" if stage == "total" else f"{value:.0f}"
+        cells = f"| {label} | {shown} | {100 * value / total:.0f}% |"
         if gigaflops is not None:
             work = gigaflops.get(stage, 0.0)
             rate = f"{1000 * work / value:.1f}" if value > 0 and work > 0 else "–"

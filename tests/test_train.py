@@ -350,12 +350,18 @@ def test_cli_missing_prior_weights_is_a_one_line_error(photos, tmp_path):
     assert "biggan_G_ema_256.pth" in result.output and "Traceback" not in result.output
 
 
-def read_scalars(log_dir: Path) -> tuple[dict[str, list[int]], list[str]]:
-    """{scalar tag: steps logged} and the image tags of the TensorBoard events in `log_dir`."""
+def tensorboard_events(log_dir: Path):
+    """Every scalar and image event of the TensorBoard logs in `log_dir`, loaded."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
     accumulator.Reload()
+    return accumulator
+
+
+def read_scalars(log_dir: Path) -> tuple[dict[str, list[int]], list[str]]:
+    """{scalar tag: steps logged} and the image tags of the TensorBoard events in `log_dir`."""
+    accumulator = tensorboard_events(log_dir)
     scalars = {tag: [event.step for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
     return scalars, accumulator.Tags()["images"]
 
@@ -516,13 +522,9 @@ def test_a_signal_stops_training_after_the_step_with_a_checkpoint_and_resume_goe
 
 
 def test_warmup_raises_the_rate_linearly_then_it_decays(photos, tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     config = tiny_config(1, photos, tmp_path / "run", "optim.max_steps=4", "optim.warmup_steps=2", "optim.lr=0.02",
                          "logging.tensorboard=true", "logging.log_every=1", "checkpoint.save_every=1000")
     run_training(config)
-    accumulator = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    rates = [event.value for event in accumulator.Scalars("lr/encoder")]
+    rates = [event.value for event in tensorboard_events(tmp_path / "run" / "tensorboard").Scalars("lr/encoder")]
     # The rate of optimizer step s (from 0): 0.02 · min(1, (s + 1)/2) · (1 - s/4)
     assert rates == pytest.approx([0.02 * 0.5 * 1.0, 0.02 * 1.0 * 0.75, 0.02 * 0.5, 0.02 * 0.25], rel=1e-6)
