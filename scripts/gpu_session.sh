@@ -7,14 +7,16 @@
 #   the bundled one (rebuild with `python scripts/model_delta.py apply DELTA
 #   gcpcolor/assets/default_model TARGET`).
 #
-#   python scripts/pack_training_photos.py .gpudata ...   # see scripts/gpu_train_default.sh
+#   python scripts/pack_training_photos.py .gpudata ... --every 3   # see scripts/gpu_train_default.sh
 #   mkdir -p .gpupack && tar -czf .gpupack/gpudata.tar.gz -C .gpudata .   # one file travels best
 #   OUT=/tmp/out bash scripts/gpu_session.sh
 #
 # On a leased machine: call it as is, carrying .gpupack; the `python` on that machine's PATH is
 # the one that holds PyTorch (a symlink to it loses its virtual environment, so none is made).
-# The working tree and the archive together must stay under the lease's 64 MiB: quality 60 at a
-# 192 px short side packs the 5,920 photos into 35 MB. Run once on an H100 (docs/training-log.md: 6 minutes for both runs).
+# The working tree and the archive together must stay under the lease's 64 MiB: every third
+# photo at quality 90 and a 192 px short side is 25.5 MiB (lower quality casts the models
+# yellow-green: scripts/pack_training_photos.py). Run twice on an H100 with the whole set at
+# WebP quality 52, both times worse than the CPU runs (docs/training-log.md).
 #
 # Environment: PACKED (.gpupack/gpudata.tar.gz: the packed folder or such an archive of it), TRAIN_BUDGET_S (300),
 # STEPS (3000: a guess that each run's speed probe replaces), BATCH (64), WORKERS (7 per run),

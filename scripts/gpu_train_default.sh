@@ -5,7 +5,7 @@
 # model (they are not retrained); the semantic colorization network and class probe are.
 #
 #   python scripts/pack_training_photos.py PACKED --folder train=../shared/data/train \
-#       --folder extra=../shared/data/extra --labels train=runs/v2/pseudo_classes.csv
+#       --folder extra=../shared/data/extra --labels train=runs/v2/pseudo_classes.csv --every 3
 #   OUT=/tmp/out bash scripts/gpu_train_default.sh PACKED
 #
 # PACKED is what scripts/pack_training_photos.py writes: photos, manifest.csv (all of them) and
@@ -30,8 +30,9 @@ PACKED=$(cd "$1" && pwd)
 for needed in manifest.csv train_classes.csv train; do
     [ -e "$PACKED/$needed" ] || { echo "$PACKED/$needed is missing: make it with scripts/pack_training_photos.py" >&2; exit 2; }
 done
-# The first H100 fine-tune (LR 5e-4 at once, fresh Adam moments) left a yellow-green cast, and 60
-# CPU steps at 5e-4 moved the ablation's mean b* on val by +3.6: a lower rate, reached gradually.
+# A fine-tune restarts Adam's moments: 60 CPU steps at 5e-4 at once moved the ablation's mean b*
+# on val by +3.6, so the rate is lower and reached gradually. (The H100 runs' yellow-green cast
+# itself came from over-compressed photos: scripts/pack_training_photos.py.)
 GUIDANCE=${GUIDANCE:-features}; STEPS=${STEPS:-3000}; BATCH=${BATCH:-64}; LR=${LR:-2e-4}; WARMUP=${WARMUP:-100}
 IMAGE_SIZE=${IMAGE_SIZE:-192}; DEGRADE=${DEGRADE:-0}; BUDGET_S=${BUDGET_S:-480}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-12}
 RUN="$OUT/run"; mkdir -p "$RUN"

@@ -53,6 +53,26 @@ def test_pack_shrinks_crops_to_4_by_3_and_carries_the_classes(tmp_path):
     assert classes == {"wide.webp": "3", "tall.webp": "7", "small.webp": "0"}
 
 
+def test_pack_every_keeps_a_sorted_subset_and_only_its_classes(tmp_path):
+    rng = np.random.default_rng(1)
+    train = tmp_path / "train"
+    train.mkdir()
+    for name in ("c.jpg", "a.jpg", "d.jpg", "b.jpg", "e.jpg"):
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(train / name)
+    (tmp_path / "classes.csv").write_text("file,class\na.jpg,1\nb.jpg,2\nc.jpg,3\nd.jpg,4\ne.jpg,5\n")
+
+    out = tmp_path / "packed"
+    stdout = run_script("pack_training_photos.py", str(out), "--folder", f"train={train}", "--labels",
+                        f"train={tmp_path / 'classes.csv'}", "--every", "2", "--workers", "1")
+
+    assert stdout.startswith("3 photos")
+    assert sorted(path.name for path in (out / "train").iterdir()) == ["a.webp", "c.webp", "e.webp"]
+    manifest = [row["file"] for row in csv.DictReader(open(out / "manifest.csv"))]
+    assert manifest == ["train/a.webp", "train/c.webp", "train/e.webp"]
+    classes = {row["file"]: row["class"] for row in csv.DictReader(open(out / "train_classes.csv"))}
+    assert classes == {"a.webp": "1", "c.webp": "3", "e.webp": "5"}
+
+
 def test_model_delta_rebuilds_the_trained_model_exactly(tmp_path):
     base, trained = tmp_path / "base", tmp_path / "trained"
     base.mkdir()
