@@ -24,7 +24,8 @@
 # fine-tunes, as a delta from the bundled model, so that both runs go on from models trained
 # with the same budget; where absent, the ablation's network starts from scratch),
 # BENCH_BUDGET_S (100; 0 skips the benchmark), DEVICE (cuda; cpu checks the script),
-# BENCH_MODELS / BENCH_BATCHES / BENCH_MODES (passed to scripts/gpu_bench.sh).
+# BENCH_MODELS / BENCH_BATCHES / BENCH_MODES (passed to scripts/gpu_bench.sh), RUNS ("features none": which runs
+# train; "none" alone checks the ablation quickly).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder that receives the results}"
@@ -60,7 +61,7 @@ if [ -f "$PACKED" ]; then
     PACKED="$WORK/photos"
 fi
 
-for guidance in features none; do
+for guidance in ${RUNS:-features none}; do
     # two trainings and their loaders share the CPU cores: few threads each, no oversubscription
     start_from=gcpcolor/assets/default_model; [ "$guidance" = none ] && start_from=$none_start
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OUT="$WORK/$guidance" GUIDANCE=$guidance STEPS=$STEPS BATCH=$BATCH WORKERS=$WORKERS DEVICE=$DEVICE START_FROM=$start_from \
@@ -68,7 +69,7 @@ for guidance in features none; do
 done
 wait
 echo "training took $((SECONDS - start)) s" >> "$OUT/session.txt"
-for guidance in features none; do
+for guidance in ${RUNS:-features none}; do
     [ -f "$WORK/$guidance/default_model/model.safetensors" ] &&
         python scripts/model_delta.py make "$WORK/$guidance/default_model" gcpcolor/assets/default_model \
             "$OUT/$guidance.safetensors" >> "$OUT/train_$guidance.log" 2>&1
