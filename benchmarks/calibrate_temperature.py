@@ -4,8 +4,10 @@ The network predicts a distribution over ab bins; the temperature T of softmax(l
 trades vividness (low T, the mode) against safety (T = 1, the mean, which drifts to sepia).
 This script colorizes the gray versions of colour photos once, decodes the same logits at
 several T, and prints mean colourfulness (absolute Hasler & Süsstrunk) against the photos' own,
-with PSNR, at 256² (the evaluation protocol). Choose T where the ratio is near 1 — on photos
-that are not the benchmark you report.
+with PSNR and the mean CIELAB a*/b* of the results beside the photos' own (a colour cast shows
+there: the H100 runs trained on over-compressed photos moved b* on val by +3 to +5), at 256²
+(the evaluation protocol). Choose T where the ratio is near 1 — on photos that are not the
+benchmark you report.
 
     python benchmarks/calibrate_temperature.py MODEL_DIR PHOTO_DIR [PHOTO_DIR...] [--count 200]
 """
@@ -28,6 +30,12 @@ from gcpcolor.pipeline import Colorizer
 TEMPERATURES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.38, 0.42, 0.46, 0.5, 0.6, 0.8, 1.0)
 
 
+def mean_ab(rgb255: np.ndarray) -> np.ndarray:
+    """Mean CIELAB (a*, b*) over the pixels of an (H, W, 3) RGB image in [0, 255]."""
+    lab = rgb_to_lab(torch.from_numpy(rgb255 / 255.0).float().permute(2, 0, 1)[None])
+    return lab[0, 1:].mean(dim=(1, 2)).numpy()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir")
@@ -45,6 +53,7 @@ def main() -> int:
     files = files[:: max(1, len(files) // args.count)][: args.count]  # evenly over all folders
     truth_cf, output_cf = [], {t: [] for t in TEMPERATURES}
     scores = {t: [] for t in TEMPERATURES}
+    truth_ab, output_ab = [], {t: [] for t in TEMPERATURES}  # per photo mean (a*, b*)
     with torch.no_grad():
         for path in files:
             rgb = torch.from_numpy(load_image(path)).permute(2, 0, 1)[None]
@@ -54,19 +63,25 @@ def main() -> int:
             output = model(l_input, colorizer.predict_classes(l_input))
             truth = (rgb[0].permute(1, 2, 0).numpy() * 255).round()
             truth_cf.append(colorfulness(truth))
+            truth_ab.append(mean_ab(truth))
             for temperature in TEMPERATURES:
                 ab = resample_square(model.colorization_net.decode(output.ab_logits, temperature), args.size)
                 result = lab_to_rgb(torch.cat([lab[:, :1], ab], dim=1))[0].permute(1, 2, 0).numpy()
                 result = (result * 255).round()
                 output_cf[temperature].append(colorfulness(result))
+                output_ab[temperature].append(mean_ab(result))
                 scores[temperature].append(psnr(truth, result))
     reference = float(np.mean(truth_cf))
-    print(f"{len(files)} photos from {', '.join(args.photo_dirs)}; ground-truth colourfulness {reference:.2f}")
-    print("| T | colourfulness | ratio | PSNR |")
-    print("|---:|---:|---:|---:|")
+    truth_a, truth_b = np.mean(truth_ab, axis=0)
+    print(f"{len(files)} photos from {', '.join(args.photo_dirs)}; ground-truth colourfulness {reference:.2f}, "
+          f"mean a* {truth_a:.2f}, b* {truth_b:.2f}")
+    print("| T | colourfulness | ratio | PSNR | mean a* | mean b* |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for temperature in TEMPERATURES:
         value = float(np.mean(output_cf[temperature]))
-        print(f"| {temperature:.2f} | {value:.2f} | {value / reference:.3f} | {np.mean(scores[temperature]):.2f} |")
+        a, b = np.mean(output_ab[temperature], axis=0)
+        print(f"| {temperature:.2f} | {value:.2f} | {value / reference:.3f} | {np.mean(scores[temperature]):.2f} "
+              f"| {a:.2f} | {b:.2f} |")
     return 0
 
 
