@@ -63,7 +63,7 @@ def main() -> int:
             output = model(l_input, colorizer.predict_classes(l_input))
             truth = (rgb[0].permute(1, 2, 0).numpy() * 255).round()
             truth_cf.append(colorfulness(truth))
-            truth_ab.append(mean_ab(truth))
+            truth_ab.append(lab[0, 1:].mean(dim=(1, 2)).numpy())
             for temperature in TEMPERATURES:
                 ab = resample_square(model.colorization_net.decode(output.ab_logits, temperature), args.size)
                 result = lab_to_rgb(torch.cat([lab[:, :1], ab], dim=1))[0].permute(1, 2, 0).numpy()

@@ -30,7 +30,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder that receives the results}"
 PACKED=${PACKED:-.gpupack/gpudata.tar.gz}; TRAIN_BUDGET_S=${TRAIN_BUDGET_S:-300}; STEPS=${STEPS:-3000}; BATCH=${BATCH:-64}
-WORKERS=${WORKERS:-7}; BENCH_BUDGET_S=${BENCH_BUDGET_S:-100}; DEVICE=${DEVICE:-cuda}
+WORKERS=${WORKERS:-7}; BENCH_BUDGET_S=${BENCH_BUDGET_S:-100}; DEVICE=${DEVICE:-cuda}; RUNS=${RUNS:-features none}
 WORK=${WORK:-/tmp/gcpcolor_gpu_session}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$WORK"
@@ -61,7 +61,7 @@ if [ -f "$PACKED" ]; then
     PACKED="$WORK/photos"
 fi
 
-for guidance in ${RUNS:-features none}; do
+for guidance in $RUNS; do
     # two trainings and their loaders share the CPU cores: few threads each, no oversubscription
     start_from=gcpcolor/assets/default_model; [ "$guidance" = none ] && start_from=$none_start
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OUT="$WORK/$guidance" GUIDANCE=$guidance STEPS=$STEPS BATCH=$BATCH WORKERS=$WORKERS DEVICE=$DEVICE START_FROM=$start_from \
@@ -69,7 +69,7 @@ for guidance in ${RUNS:-features none}; do
 done
 wait
 echo "training took $((SECONDS - start)) s" >> "$OUT/session.txt"
-for guidance in ${RUNS:-features none}; do
+for guidance in $RUNS; do
     [ -f "$WORK/$guidance/default_model/model.safetensors" ] &&
         python scripts/model_delta.py make "$WORK/$guidance/default_model" gcpcolor/assets/default_model \
             "$OUT/$guidance.safetensors" >> "$OUT/train_$guidance.log" 2>&1

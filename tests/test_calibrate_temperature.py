@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,18 @@ from gcpcolor.model import GCPColorizationModel
 from gcpcolor.pipeline import Colorizer
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from calibrate_temperature import TEMPERATURES, mean_ab  # noqa: E402
+SCRIPT = ROOT / "benchmarks" / "calibrate_temperature.py"
+
+
+def _calibrate_temperature():
+    spec = importlib.util.spec_from_file_location("calibrate_temperature", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+calibrate_temperature = _calibrate_temperature()
+TEMPERATURES, mean_ab = calibrate_temperature.TEMPERATURES, calibrate_temperature.mean_ab
 
 
 def test_mean_ab_matches_skimage():
@@ -39,7 +50,7 @@ def test_calibration_table_has_every_temperature_and_the_photos_cast(tmp_path):
     Image.fromarray(orange[..., ::-1].copy()).save(photos / "blue.png")
 
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "calibrate_temperature.py"), str(tmp_path / "model"),
+        [sys.executable, str(SCRIPT), str(tmp_path / "model"),
          str(photos), "--count", "2", "--size", "64"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
