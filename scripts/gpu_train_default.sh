@@ -15,7 +15,9 @@
 # DEVICE (cuda), WORKERS (12), DEGRADE (0: the chance of old-photo damage on a crop's gray
 # input, data.degrade_input; untried in a full run so far), START_FROM (the save_pretrained folder
 # whose prior and, where its layout matches, colorization network the run starts from: the
-# bundled model; the ablation starts from its own "without prior" model), PROBE_S (75).
+# bundled model; the ablation starts from its own "without prior" model), PROBE_S (75),
+# FRESH_STAGE2 (0; 1 trains the correspondence and colorization networks from scratch on
+# START_FROM's prior, so that both runs of a session get the same budget: prior.fresh_stage2).
 # Fitting the run to the budget: the learning rate decays linearly to 0 at the last step, so the
 # step count must be what the machine does in BUDGET_S. The first PROBE_S seconds train with
 # STEPS as a guess and measure the speed; the run then resumes with optim.max_steps set to the
@@ -38,7 +40,8 @@ IMAGE_SIZE=${IMAGE_SIZE:-192}; DEGRADE=${DEGRADE:-0}; BUDGET_S=${BUDGET_S:-480};
 RUN="$OUT/run"; mkdir -p "$RUN"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-START_FROM=${START_FROM:-gcpcolor/assets/default_model}; PROBE_S=${PROBE_S:-75}
+START_FROM=${START_FROM:-gcpcolor/assets/default_model}; PROBE_S=${PROBE_S:-75}; FRESH_STAGE2=${FRESH_STAGE2:-0}
+fresh=false; [ "$FRESH_STAGE2" = 1 ] && fresh=true
 RESTART_S=30  # phase 2's start (model, checkpoint, loader workers) and its final checkpoint
 deadline=$((SECONDS + BUDGET_S))
 train() {  # $1: seconds at most, then arguments for `gcpcolor train`
@@ -46,7 +49,7 @@ train() {  # $1: seconds at most, then arguments for `gcpcolor train`
     # SIGINT makes the trainer finish its step and checkpoint (exit 130); KILL 30 s later if stuck
     timeout --signal=INT --kill-after=30 "$seconds" python -m gcpcolor train \
         --config configs/default_model/default_v2_stage2.yaml \
-        --set "prior.pretrained=$START_FROM" --set "guidance=$GUIDANCE" \
+        --set "prior.pretrained=$START_FROM" --set "prior.fresh_stage2=$fresh" --set "guidance=$GUIDANCE" \
         --set "class_probe_data.root=$PACKED/train" --set "class_probe_data.labels_file=$PACKED/train_classes.csv" \
         --set "class_probe_data.num_workers=$WORKERS" \
         --set "data.root=$PACKED" --set "data.labels_file=$PACKED/manifest.csv" --set "data.num_workers=$WORKERS" \

@@ -303,6 +303,46 @@ precision: fp32
     assert final.keys() == again.keys() and all(torch.equal(final[k], again[k]) for k in final)
 
 
+@pytest.mark.parametrize("guidance", ["features", "none"])
+def test_fresh_stage2_keeps_the_prior_and_restarts_the_trained_networks(tmp_path, monkeypatch, guidance):
+    """`prior.fresh_stage2` (stage 2 from scratch on a trained prior, for a fair ablation): the
+    prior and encoder come from the pretrained folder, the correspondence and colorization
+    networks do not, and the frozen backbone is the package's ImageNet one in every case."""
+    from gcpcolor.training.builders import build_model
+    from gcpcolor.training.config import load_train_config
+
+    torch.manual_seed(0)
+    backbone = EfficientNetLite0()
+    backbone_file = tmp_path / "lite0.pth"
+    torch.save(backbone.state_dict(), backbone_file)
+    monkeypatch.setenv(efficientnet_lite.WEIGHTS_ENV, str(backbone_file))
+    source = GCPColorizationModel(semantic_config(), "features")
+    for parameter in source.colorization_net.parameters():  # a "trained" network, backbone included
+        parameter.data.add_(0.5)
+    for parameter in source.correspondence.parameters():
+        parameter.data.add_(0.5)
+    Colorizer(source).save_pretrained(tmp_path / "pretrained")
+
+    def built(*overrides):
+        config = load_train_config(2, None, [f"prior.pretrained={tmp_path / 'pretrained'}", *overrides])
+        return build_model(config, guidance, needs_encoder=False)
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    fresh = built("prior.fresh_stage2=true")
+    assert same(fresh.generator, source.generator) and same(fresh.encoder, source.encoder)
+    assert same(fresh.colorization_net.backbone, backbone)
+    decoder = [k for k in source.colorization_net.state_dict() if not k.startswith("backbone.")]
+    assert not any(torch.equal(fresh.colorization_net.state_dict()[k], source.colorization_net.state_dict()[k]) for k in decoder if k in fresh.colorization_net.state_dict())
+    assert not same(fresh.correspondence, source.correspondence)
+
+    kept = built()  # both guidances share the layout, so without the flag the trained networks carry over
+    assert same(kept.colorization_net, source.colorization_net) and same(kept.correspondence, source.correspondence)
+    with pytest.raises(ConfigError, match="fresh_stage2"):
+        load_train_config(2, None, ["prior.random_prior=true", "prior.fresh_stage2=true"])
+
+
 # --------------------------------------------------------------------------- automatic classes
 def test_imagenet_priors_get_the_efficientnet_classifier_and_top_k(monkeypatch, tmp_path):
     """A 1000-class prior whose config picks classes with the discriminator (the authors')

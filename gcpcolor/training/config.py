@@ -48,12 +48,17 @@ class PriorConfig:
     pretrained: a `Colorizer.save_pretrained` folder (e.g. the `final/` export of stage 1).
         Every network starts from its weights, so stage 2 then fine-tunes the correspondence
         and colorization networks stored there (stage 1's export holds untrained ones).
+    fresh_stage2: with `pretrained`, the correspondence and colorization networks start from
+        scratch all the same (the frozen ImageNet backbone still comes from its package): stage
+        2 trained anew on a trained prior, so that it and its "without prior" ablation, which
+        has no trained network to start from, get the same budget.
     random_prior: randomly initialised BigGAN and encoder, for tests and smoke runs only.
     """
 
     prior_weights_dir: str | None = None
     prior_dir: str | None = None
     pretrained: str | None = None
+    fresh_stage2: bool = False
     random_prior: bool = False
 
 
@@ -255,6 +260,8 @@ def validate_train_config(config: TrainConfig) -> None:
             "prior: set exactly one of prior_weights_dir (the authors' files), prior_dir (a "
             "gcpcolor train-prior export), pretrained (a save_pretrained folder) or random_prior: true"
         )
+    if prior and prior.fresh_stage2 and not prior.pretrained:
+        problems.append("prior.fresh_stage2 applies to prior.pretrained only (the other sources train stage 2 from scratch anyway)")
     optim = config.optim
     if optim.lr <= 0:
         problems.append(f"optim.lr must be positive, got {optim.lr}")
