@@ -7,14 +7,17 @@
 #   the bundled one (rebuild with `python scripts/model_delta.py apply DELTA
 #   gcpcolor/assets/default_model TARGET`).
 #
-#   python scripts/pack_training_photos.py .gpudata ... --every 3   # see scripts/gpu_train_default.sh
+#   python scripts/pack_training_photos.py .gpudata ... --every 2 --short-side 176   # see scripts/gpu_train_default.sh
 #   mkdir -p .gpupack && tar -czf .gpupack/gpudata.tar.gz -C .gpudata .   # one file travels best
-#   OUT=/tmp/out bash scripts/gpu_session.sh
+#   OUT=/tmp/out IMAGE_SIZE=160 FRESH_STAGE2=1 LR=5e-4 WARMUP=200 bash scripts/gpu_session.sh
+#
+# FRESH_STAGE2=1 (docs/training.md) trains both runs' networks from scratch on the bundled prior,
+# so they get the same budget without a "without prior" starting model to carry.
 #
 # On a leased machine: call it as is, carrying .gpupack; the `python` on that machine's PATH is
 # the one that holds PyTorch (a symlink to it loses its virtual environment, so none is made).
-# The working tree and the archive together must stay under the lease's 64 MiB: every third
-# photo at quality 90 and a 192 px short side is 25.5 MiB (lower quality casts the models
+# The working tree and the archive together must stay under the lease's 64 MiB: every second
+# photo at quality 90 and a 176 px short side is 35 MB, every third at 192 px 25.5 MiB (lower quality casts the models
 # yellow-green: scripts/pack_training_photos.py). Run twice on an H100 with the whole set at
 # WebP quality 52, both times worse than the CPU runs (docs/training-log.md).
 #
@@ -22,7 +25,8 @@
 # STEPS (3000: a guess that each run's speed probe replaces), BATCH (64), WORKERS (7 per run),
 # NONE_START (.gpupack/none_start.safetensors: the "without prior" model that the ablation
 # fine-tunes, as a delta from the bundled model, so that both runs go on from models trained
-# with the same budget; where absent, the ablation's network starts from scratch),
+# with the same budget; where absent, it starts from the bundled model's networks, whose layout
+# both guidances share; FRESH_STAGE2=1 ignores it),
 # BENCH_BUDGET_S (100; 0 skips the benchmark), DEVICE (cuda; cpu checks the script),
 # BENCH_MODELS / BENCH_BATCHES / BENCH_MODES (passed to scripts/gpu_bench.sh), RUNS ("features none": which runs
 # train; "none" alone checks the ablation quickly).
