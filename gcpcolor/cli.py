@@ -39,6 +39,7 @@ from .image_io import (
     output_path,
     save_image,
 )
+from .photo_metadata import PhotoMetadata, read_metadata
 from .web import MAX_SEED, MAX_SIGMA
 from .weights import remove_stale_temporaries
 
@@ -86,6 +87,7 @@ class _Job:
     target: Path
     outputs: list[Path] = field(default_factory=list)  # every file this photo's run writes
     rgb: np.ndarray | None = None
+    metadata: PhotoMetadata | None = None  # the original's DPI and EXIF, for its results
 
 
 @dataclass(frozen=True)
@@ -345,9 +347,9 @@ def colorize(
 
     progress = tqdm(total=len(pending), unit="photo", disable=quiet or not pending, file=sys.stderr)
 
-    def write(image: np.ndarray, target: Path) -> bool:
+    def write(image: np.ndarray, target: Path, metadata: PhotoMetadata | None = None) -> bool:
         try:
-            save_image(image, target, overwrite=overwrite)
+            save_image(image, target, overwrite=overwrite, metadata=metadata)
             return True
         except ImageOutputError as exc:
             _echo_err(f"error: {exc}")
@@ -367,7 +369,7 @@ def colorize(
                 ok = False
                 continue
             target = names.result(job.target, index)
-            ok &= write(result.pixels, target)
+            ok &= write(result.pixels, target, job.metadata)
             result.release()
             if save_exemplar:
                 ok &= write(result.exemplar, _with_suffix(target, "exemplar"))
@@ -379,7 +381,7 @@ def colorize(
                                       resize_mode=resize_mode, batch_size=batch_size)
         if not all([usable(job, frame) for frame in frames]):
             return False
-        ok = all([write(frame.pixels, names.frame(job.target, index)) for index, frame in enumerate(frames)])
+        ok = all([write(frame.pixels, names.frame(job.target, index), job.metadata) for index, frame in enumerate(frames)])
         try:
             save_animation([frame.pixels for frame in frames], names.animation(job.target), overwrite=overwrite)
         except OSError as exc:
@@ -402,6 +404,7 @@ def colorize(
         nonlocal failures
         try:
             job.rgb = load_pixels(job.source)
+            job.metadata = read_metadata(job.source)
             return True
         except ImageInputError as exc:
             _echo_err(f"error: {exc}")
@@ -430,7 +433,7 @@ def colorize(
             if same_format:
                 copy_image_file(job.source, target, overwrite=overwrite)
             else:
-                save_image(job.rgb, target, overwrite=overwrite)
+                save_image(job.rgb, target, overwrite=overwrite, metadata=job.metadata)
         except ImageOutputError as exc:
             _echo_err(f"error: {exc}")
             failures += 1

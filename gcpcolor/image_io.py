@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
+from .photo_metadata import MAX_JPEG_EXIF_BYTES, PhotoMetadata, software_name
 from .weights import temporary_path
 
 logger = logging.getLogger(__name__)
@@ -442,8 +443,9 @@ def _deflate_block(data: bytes, last: bool) -> bytes:
     return compressor.compress(data) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
-def _write_png(stream: Any, pixels: np.ndarray) -> None:
-    """RGB pixels (uint8 or uint16, (H, W, 3)) as an 8- or 16-bit PNG.
+def _write_png(stream: Any, pixels: np.ndarray, metadata: PhotoMetadata | None = None) -> None:
+    """RGB pixels (uint8 or uint16, (H, W, 3)) as an 8- or 16-bit PNG, with `metadata`'s DPI
+    (pHYs, in pixels per metre) and EXIF (eXIf) where given.
 
     Blocks of rows are filtered and compressed on up to _PNG_THREADS threads (zlib and numpy
     release the GIL) and written in order; at most two blocks a thread are in flight."""
@@ -451,6 +453,11 @@ def _write_png(stream: Any, pixels: np.ndarray) -> None:
     sample_bytes = pixels.dtype.itemsize
     stream.write(b"\x89PNG\r\n\x1a\n")
     _png_chunk(stream, b"IHDR", struct.pack(">IIBBBBB", width, height, 8 * sample_bytes, 2, 0, 0, 0))
+    if metadata is not None and metadata.dpi is not None:
+        per_metre = [round(value / 0.0254) for value in metadata.dpi]
+        _png_chunk(stream, b"pHYs", struct.pack(">IIB", *per_metre, 1))
+    if metadata is not None and metadata.exif is not None:
+        _png_chunk(stream, b"eXIf", metadata.exif)
     rows = max(1, _ROWS_PER_BLOCK_BYTES // (width * 3 * sample_bytes))
     tops = range(0, height, rows)
 
@@ -479,11 +486,12 @@ def _write_png(stream: Any, pixels: np.ndarray) -> None:
     _png_chunk(stream, b"IEND", b"")
 
 
-_TIFF_SHORT, _TIFF_LONG = 3, 4
+_TIFF_ASCII, _TIFF_SHORT, _TIFF_LONG, _TIFF_RATIONAL = 2, 3, 4, 5
 
 
-def _write_tiff_16(stream: Any, pixels: np.ndarray) -> None:
-    """Baseline little-endian TIFF, 16-bit RGB (beyond Pillow's modes), deflate-compressed strips."""
+def _write_tiff_16(stream: Any, pixels: np.ndarray, metadata: PhotoMetadata | None = None) -> None:
+    """Baseline little-endian TIFF, 16-bit RGB (beyond Pillow's modes), deflate-compressed strips;
+    with `metadata`, its DPI and the Software tag (its EXIF would need a directory of its own)."""
     height, width = pixels.shape[:2]
     rows = max(1, _ROWS_PER_BLOCK_BYTES // (width * 6))
     stream.write(b"II*\x00\x00\x00\x00\x00")  # the directory's offset is filled in at the end
@@ -502,11 +510,12 @@ def _write_tiff_16(stream: Any, pixels: np.ndarray) -> None:
         return offset
 
     def entry(tag: int, kind: int, values: list[int]) -> bytes:
-        code = "H" if kind == _TIFF_SHORT else "I"
+        code = {_TIFF_SHORT: "H", _TIFF_ASCII: "B"}.get(kind, "I")
+        count = len(values) // 2 if kind == _TIFF_RATIONAL else len(values)  # a rational is two longs
         if len(values) * struct.calcsize(code) <= 4:
             inline = struct.pack(f"<{len(values)}{code}", *values).ljust(4, b"\x00")
-            return struct.pack("<HHI", tag, kind, len(values)) + inline
-        return struct.pack("<HHII", tag, kind, len(values), place(values, code))
+            return struct.pack("<HHI", tag, kind, count) + inline
+        return struct.pack("<HHII", tag, kind, count, place(values, code))
 
     entries = [
         entry(256, _TIFF_LONG, [width]),
@@ -518,8 +527,15 @@ def _write_tiff_16(stream: Any, pixels: np.ndarray) -> None:
         entry(277, _TIFF_SHORT, [3]),  # samples per pixel
         entry(278, _TIFF_LONG, [rows]),
         entry(279, _TIFF_LONG, counts),
-        entry(284, _TIFF_SHORT, [1]),  # planar configuration: RGB interleaved
     ]
+    if metadata is not None and metadata.dpi is not None:
+        # RATIONAL: numerator and denominator, in hundredths of a dot per inch
+        entries += [entry(tag, _TIFF_RATIONAL, [round(value * 100), 100]) for tag, value in zip((282, 283), metadata.dpi)]
+    entries.append(entry(284, _TIFF_SHORT, [1]))  # planar configuration: RGB interleaved
+    if metadata is not None:
+        if metadata.dpi is not None:
+            entries.append(entry(296, _TIFF_SHORT, [2]))  # resolution unit: inch
+        entries.append(entry(305, _TIFF_ASCII, list(software_name().encode("ascii", "replace") + b"\0")))
     if stream.tell() >= 2**32 - 12 * len(entries) - 8:
         raise ImageOutputError("a TIFF file cannot hold more than 4 GiB; write a PNG instead")
     directory = place([], "H")
@@ -529,20 +545,33 @@ def _write_tiff_16(stream: Any, pixels: np.ndarray) -> None:
     stream.seek(0, os.SEEK_END)
 
 
-def _encoder(rgb: Any, image_format: str, jpeg_quality: int) -> Callable[[Any], None]:
+def _encoder(rgb: Any, image_format: str, jpeg_quality: int, metadata: PhotoMetadata | None = None) -> Callable[[Any], None]:
     """A function that writes `rgb` in `image_format` to a binary stream."""
+    metadata = metadata or PhotoMetadata()
     if not isinstance(rgb, Image.Image):
         pixels = _rgb_pixels(rgb)
         if pixels.dtype != np.uint16:
             pixels = to_8_bit(pixels)
         if image_format == "PNG":
-            return functools.partial(_write_png, pixels=pixels)
+            return functools.partial(_write_png, pixels=pixels, metadata=metadata)
         if image_format == "TIFF" and pixels.dtype == np.uint16:
-            return functools.partial(_write_tiff_16, pixels=pixels)
+            return functools.partial(_write_tiff_16, pixels=pixels, metadata=metadata)
         rgb = pixels
     image = _encodable(_to_pil(rgb), image_format)
-    options = _save_options(image_format, jpeg_quality)
+    options = _save_options(image_format, jpeg_quality) | _metadata_options(image_format, metadata)
     return lambda stream: image.save(stream, format=image_format, **options)
+
+
+def _metadata_options(image_format: str, metadata: PhotoMetadata) -> dict[str, Any]:
+    """Pillow's save options that write `metadata` in `image_format` (where it holds them)."""
+    options: dict[str, Any] = {}
+    if metadata.dpi is not None and image_format in ("JPEG", "PNG", "TIFF", "BMP"):
+        options["dpi"] = metadata.dpi
+    exif = metadata.exif
+    if exif is not None and image_format in ("JPEG", "PNG", "WEBP", "TIFF"):
+        if not (image_format == "JPEG" and len(exif) > MAX_JPEG_EXIF_BYTES):
+            options["exif"] = exif
+    return options
 
 
 def _encodable(image: Image.Image, image_format: str) -> Image.Image:
@@ -593,12 +622,15 @@ def save_image(
     path: str | Path,
     overwrite: bool = False,
     jpeg_quality: int = 95,
+    metadata: PhotoMetadata | None = None,
 ) -> None:
     """Write `rgb` to `path`: (H, W, 3) pixels (uint8; uint16; float array or tensor in [0, 1]) or a
     PIL image.
 
     The format follows the suffix. uint16 pixels keep 16 bits in PNG and TIFF and are rounded to
     8 bit for the other formats; floats are clipped and rounded to 8 bit, not stretched.
+    `metadata` (`photo_metadata.read_metadata` of the original) writes its DPI and EXIF where
+    the format holds them.
     The file appears atomically: it is written to a temporary file beside the destination and
     renamed over it, so a failure never leaves a partial file. Parent folders are created.
     """
@@ -610,7 +642,7 @@ def save_image(
             f"{path}: cannot write images with suffix '{path.suffix}' (use one of {known})"
         )
     _check_destination(path, overwrite)
-    _write_file_atomically(path, overwrite, _encoder(rgb, image_format, jpeg_quality))
+    _write_file_atomically(path, overwrite, _encoder(rgb, image_format, jpeg_quality, metadata))
 
 
 def copy_image_file(source: str | Path, path: str | Path, overwrite: bool = False) -> None:

@@ -40,6 +40,7 @@ from . import image_io
 from .image_io import broken_result_reason, load_pixels, pixels_to_float_rgb, save_image
 from .image_processor import ImageProcessor, PreparedPhoto, check_pixels
 from .model import BackboneFeatures, GCPColorizationModel
+from .photo_metadata import PhotoMetadata, read_metadata
 from .weights import (
     AUTHORS_FILES,
     BUNDLED_MODEL_DIR,
@@ -78,6 +79,8 @@ class ColorizeResult:
     #: The input's off-tone chroma, measured on first use and shared by all results of a photo:
     #: callers that decide about colour inputs themselves (the command line) never pay for it.
     measure_input_chroma: Callable[[], float] | None = field(default=None, repr=False)
+    #: The original file's DPI and EXIF, which `save` writes (photos given as a file path).
+    metadata: PhotoMetadata | None = field(default=None, repr=False)
     _pixels: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -128,8 +131,9 @@ class ColorizeResult:
         return class_name(self.class_id)
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
-        """Write the full-resolution result; 16-bit photos give 16-bit PNG and TIFF files."""
-        save_image(self.pixels, path, overwrite=overwrite)
+        """Write the full-resolution result; 16-bit photos give 16-bit PNG and TIFF files. A photo
+        read from a file passes on its DPI and EXIF (`photo_metadata`)."""
+        save_image(self.pixels, path, overwrite=overwrite, metadata=self.metadata)
 
 
 def to_pixels(image: ImageLike) -> np.ndarray:
@@ -345,8 +349,11 @@ class Colorizer:
     ) -> list[ColorizeResult]:
         """Colorize several photos in one forward pass (any sizes; each keeps its own)."""
         photos = [self._prepare_to_colorize(image, resize_mode) for image in images]
-        return self._colorize_prepared([prepared for prepared, _ in photos], class_ids, latents,
-                                       [measure for _, measure in photos])
+        results = self._colorize_prepared([prepared for prepared, _ in photos], class_ids, latents,
+                                          [measure for _, measure in photos])
+        for image, result in zip(images, results):
+            result.metadata = _file_metadata(image)
+        return results
 
     def _colorize_prepared(
         self,
@@ -460,6 +467,9 @@ class Colorizer:
             latents = z + sigma * noise
             results.extend(self._colorize_prepared([prepared] * samples, [class_id] * samples, latents,
                                                    [measure] * samples))
+        metadata = _file_metadata(image)
+        for result in results:
+            result.metadata = metadata
         return results
 
     @torch.no_grad()
@@ -485,6 +495,9 @@ class Colorizer:
             chunk = walked[start : start + batch_size]
             frames.extend(self._colorize_prepared([prepared] * len(chunk), [resolved] * len(chunk), chunk,
                                                   [measure] * len(chunk)))
+        metadata = _file_metadata(image)
+        for frame in frames:
+            frame.metadata = metadata
         return frames
 
 
@@ -513,6 +526,11 @@ def _stacklevel_outside_package() -> int:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(packages):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def _file_metadata(image: ImageLike) -> PhotoMetadata | None:
+    """The DPI and EXIF that a result of `image` passes on: a photo file's; None for arrays."""
+    return read_metadata(image) if isinstance(image, (str, os.PathLike)) else None
 
 
 def _to_images(batch: torch.Tensor) -> list[np.ndarray]:

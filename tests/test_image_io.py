@@ -474,7 +474,7 @@ def test_failed_encode_leaves_nothing_behind(
         fp.write(b"half an image")
         raise OSError("disk full")
 
-    def failing_write(stream, pixels) -> None:  # our own PNG writer, for pixel arrays
+    def failing_write(stream, pixels, metadata=None) -> None:  # our own PNG writer, for pixel arrays
         stream.write(b"half an image")
         raise OSError("disk full")
 
@@ -493,7 +493,7 @@ def test_killed_save_leaves_a_temporary_that_a_later_start_removes(tmp_path: Pat
     script = (
         "import os, sys, numpy as np\n"
         "import gcpcolor.image_io as image_io\n"
-        "def killed(stream, pixels):\n"
+        "def killed(stream, pixels, metadata=None):\n"
         "    stream.write(b'half an image'); stream.flush(); os._exit(9)\n"
         "image_io._write_png = killed\n"
         "image_io.save_image(np.zeros((2, 2, 3)), sys.argv[1])\n"

@@ -1,0 +1,78 @@
+"""What a colorized photo keeps of its original file: the resolution (DPI) and the EXIF.
+
+Archives print and catalogue by them: a 600-dpi scan that comes back marked 72 dpi prints at
+the wrong size, and a scan's EXIF holds its date, the scanner or camera, the photographer and
+the caption. The result's pixels are already upright (loading applies the EXIF orientation), so
+the orientation tag is dropped, or viewers would turn the photo a second time; the Software tag
+names gcpcolor, which marks the file as a colorized derivative rather than the original. A thumbnail
+(EXIF's second directory) is not carried: it would show the gray photo.
+
+Reading never fails a photo: a file whose metadata cannot be read gets only the Software tag.
+`image_io.save_image(..., metadata=...)` writes them: DPI into JPEG, PNG, TIFF and BMP; EXIF
+into JPEG, PNG, WebP and 8-bit TIFF (not into 16-bit TIFF, whose writer is our own: there the
+DPI and the Software tag only).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .version import __version__
+
+logger = logging.getLogger(__name__)
+
+ORIENTATION_TAG = 0x0112
+SOFTWARE_TAG = 0x0131
+#: A JPEG's EXIF segment holds at most 64 KiB; larger EXIF (maker notes) is left out there.
+MAX_JPEG_EXIF_BYTES = 65_000
+
+
+@dataclass(frozen=True)
+class PhotoMetadata:
+    """The parts of a photo file that its colorized version carries over."""
+
+    dpi: tuple[float, float] | None = None
+    exif: bytes | None = None  # TIFF-structured EXIF block, as Pillow's `exif=` takes it
+
+
+def software_name() -> str:
+    """The Software tag of every file gcpcolor writes with metadata."""
+    return f"gcpcolor {__version__}"
+
+
+def _valid_dpi(value: object) -> tuple[float, float] | None:
+    try:
+        x, y = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(x) and math.isfinite(y) and 0 < x < 1e6 and 0 < y < 1e6):
+        return None
+    return (x, y)
+
+
+def _derivative_exif(exif: Image.Exif) -> bytes:
+    exif.pop(ORIENTATION_TAG, None)
+    exif[SOFTWARE_TAG] = software_name()
+    return exif.tobytes()
+
+
+def read_metadata(path: str | os.PathLike) -> PhotoMetadata:
+    """The DPI and EXIF of the photo file at `path`, ready for its colorized version."""
+    dpi, exif = None, None
+    try:
+        with Image.open(path) as image:
+            dpi = _valid_dpi(image.info.get("dpi"))
+            exif = _derivative_exif(image.getexif())
+    except Exception as error:  # metadata is a courtesy: a photo that decodes is never lost over it
+        logger.info("%s: its metadata is not carried over (%s)", os.fspath(path), error)
+    if exif is None:
+        exif = _derivative_exif(Image.Exif())
+    return PhotoMetadata(dpi=dpi, exif=exif)
+
+
+__all__ = ["MAX_JPEG_EXIF_BYTES", "PhotoMetadata", "read_metadata", "software_name"]
