@@ -558,8 +558,27 @@ def _encoder(rgb: Any, image_format: str, jpeg_quality: int, metadata: PhotoMeta
             return functools.partial(_write_tiff_16, pixels=pixels, metadata=metadata)
         rgb = pixels
     image = _encodable(_to_pil(rgb), image_format)
-    options = _save_options(image_format, jpeg_quality) | _metadata_options(image_format, metadata)
-    return lambda stream: image.save(stream, format=image_format, **options)
+    options = _save_options(image_format, jpeg_quality)
+    extra = _metadata_options(image_format, metadata)
+
+    def write(stream: Any) -> None:
+        try:
+            image.save(stream, format=image_format, **options, **extra)
+        except Exception as error:
+            if not extra:
+                raise
+            # Metadata is a courtesy: EXIF that the format's encoder refuses must not cost the photo.
+            logger.info("writing without the original's metadata (%s)", one_line_message(error))
+            stream.seek(0)
+            stream.truncate()
+            image.save(stream, format=image_format, **options)
+
+    return write
+
+
+#: EXIF tags that point to sub-directories (Exif, GPS, Interoperability): libtiff refuses them
+#: as plain tags, so TIFF files get the main directory's tags only.
+_EXIF_POINTER_TAGS = (0x8769, 0x8825, 0xA005)
 
 
 def _metadata_options(image_format: str, metadata: PhotoMetadata) -> dict[str, Any]:
@@ -568,6 +587,12 @@ def _metadata_options(image_format: str, metadata: PhotoMetadata) -> dict[str, A
     if metadata.dpi is not None and image_format in ("JPEG", "PNG", "TIFF", "BMP"):
         options["dpi"] = metadata.dpi
     exif = metadata.exif
+    if exif is not None and image_format == "TIFF":
+        main_directory = Image.Exif()
+        main_directory.load(exif)
+        for tag in _EXIF_POINTER_TAGS:
+            main_directory.pop(tag, None)
+        exif = main_directory.tobytes()
     if exif is not None and image_format in ("JPEG", "PNG", "WEBP", "TIFF"):
         if not (image_format == "JPEG" and len(exif) > MAX_JPEG_EXIF_BYTES):
             options["exif"] = exif

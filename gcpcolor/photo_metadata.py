@@ -37,7 +37,7 @@ class PhotoMetadata:
     """The parts of a photo file that its colorized version carries over."""
 
     dpi: tuple[float, float] | None = None
-    exif: bytes | None = None  # TIFF-structured EXIF block, as Pillow's `exif=` takes it
+    exif: bytes | None = None  # an EXIF block as Pillow's `Exif.tobytes()` writes it and `exif=` takes it
 
 
 def software_name() -> str:

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from PIL import ExifTags, Image
 
 from gcpcolor.cli import main
 from gcpcolor.image_io import save_image
 from gcpcolor.photo_metadata import PhotoMetadata, read_metadata, software_name
 
-ORIENTATION, DESCRIPTION, ARTIST, SOFTWARE = 0x0112, 0x010E, 0x013B, 0x0131
+ORIENTATION, DESCRIPTION, ARTIST, SOFTWARE, DATE_TAKEN = 0x0112, 0x010E, 0x013B, 0x0131, 0x9003
 
 
 def _scan(path: Path, size=(40, 24), dpi=(600, 600), orientation: int | None = 6) -> Path:
@@ -25,6 +25,7 @@ def _scan(path: Path, size=(40, 24), dpi=(600, 600), orientation: int | None = 6
         exif[ORIENTATION] = orientation
     exif[DESCRIPTION] = "Grandma and Grandpa, 1932"
     exif[ARTIST] = "Studio Weiss"
+    exif.get_ifd(ExifTags.IFD.Exif)[DATE_TAKEN] = "1932:05:01 10:00:00"  # in the EXIF sub-directory
     Image.fromarray(pixels).save(path, dpi=dpi, exif=exif.tobytes())
     return path
 
@@ -35,6 +36,7 @@ def test_read_metadata_keeps_dpi_and_caption_and_drops_orientation(tmp_path):
     exif = Image.Exif()
     exif.load(metadata.exif)
     assert exif[DESCRIPTION] == "Grandma and Grandpa, 1932" and exif[ARTIST] == "Studio Weiss"
+    assert exif.get_ifd(ExifTags.IFD.Exif)[DATE_TAKEN] == "1932:05:01 10:00:00"
     assert ORIENTATION not in exif
     assert exif[SOFTWARE] == software_name() and software_name().startswith("gcpcolor ")
 
@@ -72,11 +74,22 @@ def test_save_image_writes_the_metadata_each_format_holds(tmp_path, name, depth,
         exif = written.getexif()
         if carries_exif:
             assert exif[DESCRIPTION] == "Grandma and Grandpa, 1932" and ORIENTATION not in exif
+            if not name.endswith(".tif"):  # TIFF: the main directory only (libtiff refuses the pointers)
+                assert exif.get_ifd(ExifTags.IFD.Exif)[DATE_TAKEN] == "1932:05:01 10:00:00"
         if carries_exif or name.endswith(".tif"):
             assert exif[SOFTWARE] == software_name()
     if depth == 16 and name.endswith(".png"):  # the pixels themselves are untouched by the extra chunks
         with Image.open(tmp_path / name) as written:
             assert written.mode.startswith("RGB") and written.size == (40, 24)
+
+
+def test_metadata_an_encoder_refuses_costs_only_the_metadata(tmp_path, monkeypatch):
+    # an option Pillow's JPEG encoder raises on, standing in for whatever EXIF an encoder refuses
+    monkeypatch.setattr("gcpcolor.image_io._metadata_options", lambda image_format, metadata: {"dpi": "refused"})
+    save_image(np.full((8, 8, 3), 100, np.uint8), tmp_path / "photo.jpg", metadata=PhotoMetadata(dpi=(300, 300)))
+    with Image.open(tmp_path / "photo.jpg") as written:
+        assert written.size == (8, 8) and written.getpixel((4, 4))[0] in range(98, 103)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["photo.jpg"]  # no temporary left
 
 
 def test_save_image_without_metadata_writes_none(tmp_path):
