@@ -34,6 +34,7 @@ from .image_io import (
     copy_image_file,
     find_images,
     is_out_of_memory,
+    load_alpha,
     load_pixels,
     one_line_message,
     output_path,
@@ -88,6 +89,7 @@ class _Job:
     outputs: list[Path] = field(default_factory=list)  # every file this photo's run writes
     rgb: np.ndarray | None = None
     metadata: PhotoMetadata | None = None  # the original's DPI and EXIF, for its results
+    alpha: np.ndarray | None = None  # the original's transparency, for its results
 
 
 @dataclass(frozen=True)
@@ -347,9 +349,11 @@ def colorize(
 
     progress = tqdm(total=len(pending), unit="photo", disable=quiet or not pending, file=sys.stderr)
 
-    def write(image: np.ndarray, target: Path, metadata: PhotoMetadata | None = None) -> bool:
+    def write(image: np.ndarray, target: Path, job: _Job | None = None) -> bool:
+        """Save `image`; a photo's own results (`job`) get its metadata and transparency."""
         try:
-            save_image(image, target, overwrite=overwrite, metadata=metadata)
+            save_image(image, target, overwrite=overwrite, metadata=job.metadata if job else None,
+                       alpha=job.alpha if job else None)
             return True
         except ImageOutputError as exc:
             _echo_err(f"error: {exc}")
@@ -369,7 +373,7 @@ def colorize(
                 ok = False
                 continue
             target = names.result(job.target, index)
-            ok &= write(result.pixels, target, job.metadata)
+            ok &= write(result.pixels, target, job)
             result.release()
             if save_exemplar:
                 ok &= write(result.exemplar, _with_suffix(target, "exemplar"))
@@ -381,7 +385,7 @@ def colorize(
                                       resize_mode=resize_mode, batch_size=batch_size)
         if not all([usable(job, frame) for frame in frames]):
             return False
-        ok = all([write(frame.pixels, names.frame(job.target, index), job.metadata) for index, frame in enumerate(frames)])
+        ok = all([write(frame.pixels, names.frame(job.target, index), job) for index, frame in enumerate(frames)])
         try:
             save_animation([frame.pixels for frame in frames], names.animation(job.target), overwrite=overwrite)
         except OSError as exc:
@@ -405,6 +409,7 @@ def colorize(
         try:
             job.rgb = load_pixels(job.source)
             job.metadata = read_metadata(job.source)
+            job.alpha = load_alpha(job.source)
             return True
         except ImageInputError as exc:
             _echo_err(f"error: {exc}")
@@ -433,7 +438,7 @@ def colorize(
             if same_format:
                 copy_image_file(job.source, target, overwrite=overwrite)
             else:
-                save_image(job.rgb, target, overwrite=overwrite, metadata=job.metadata)
+                save_image(job.rgb, target, overwrite=overwrite, metadata=job.metadata, alpha=job.alpha)
         except ImageOutputError as exc:
             _echo_err(f"error: {exc}")
             failures += 1
@@ -451,7 +456,7 @@ def colorize(
         note = color_input_note(chroma)
         if keep_color:
             keep_unchanged(job, note)
-            job.rgb = None
+            job.rgb = job.alpha = None
             return False
         _echo_err(f"note: {job.source} {note}: recolouring it from its lightness "
                   f"(--keep-color leaves colour photos as they are)")
@@ -491,7 +496,7 @@ def colorize(
                 for job, result in zip(batch, results):
                     attempt(job, lambda job=job, result=result: write_results(job, [result]))
         for job in batch:
-            job.rgb = None
+            job.rgb = job.alpha = None
     progress.close()
     if not quiet:
         kept_note = f"; kept {kept} colour photo(s) as they were" if kept else ""

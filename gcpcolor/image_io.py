@@ -73,6 +73,8 @@ _FORMAT_MODES: dict[str, frozenset[str]] = {
     "WEBP": frozenset({"RGB", "RGBA"}),
 }
 _ALPHA_FORMATS = frozenset({"BMP", "PNG", "TIFF", "WEBP"})
+#: Formats whose results carry the photo's transparency (BMP's alpha is read by too few programs).
+_TRANSPARENT_RESULT_FORMATS = frozenset({"PNG", "TIFF", "WEBP"})
 
 # PIL's decompression-bomb limit is a module global that is also consulted while decoding
 # (TIFF tiles, GIF frames), so it is swapped for our limit around the whole open+decode.
@@ -253,6 +255,34 @@ def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
     return pixels_to_float_rgb(pil_to_pixels(image))
 
 
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+
+
+def load_alpha(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
+    """The photo's transparency as uint8 alpha (H, W), upright as `load_pixels` turns the photo;
+    None for a photo without any (most: the file's header says so, nothing is decoded).
+
+    `load_pixels` composites transparent photos over white for the networks; results get this
+    alpha back (`save_image(..., alpha=...)`), so a cut-out stays a cut-out."""
+    path = Path(path)
+    try:
+        with Image.open(path) as probe:
+            if not _has_alpha(probe):
+                return None
+    except Exception:
+        return None  # load_pixels reports unreadable files
+    with _pil_pixel_limit(max_pixels):
+        image = _open_and_decode(path, max_pixels)
+    with image:
+        _apply_exif_orientation(image, path)
+        mode = image.mode
+        # as _to_float_rgb converts them for the composite
+        converted = image.convert(mode.upper() if mode in ("La", "RGBa") else "LA" if mode == "L" else "RGBA")
+        alpha = np.asarray(converted.getchannel("A"))
+    return None if alpha.min(initial=255) == 255 else alpha
+
+
 # Modes whose pixels numpy can take as they are (a copy at most); the others are converted strip
 # by strip so that no float copy of a whole huge photo is ever made.
 _DIRECT_MODES = frozenset({"L", "RGB", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -374,11 +404,34 @@ def to_8_bit(pixels: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def with_alpha(pixels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """RGBA pixels (H, W, 4) of `pixels`' dtype: RGB pixels that were made from a photo composited
+    over white (`load_pixels`), with the photo's `alpha` (H, W, uint8) back.
+
+    Where the photo was partly transparent, its colour is taken out of the white it was blended
+    with, c = (rgb - (1 - a)) / a, so the result shown over white is `pixels` exactly and edges
+    have no white fringe over other backgrounds. Works in strips of rows (bounded memory)."""
+    pixels = to_8_bit(pixels) if pixels.dtype not in (np.uint8, np.uint16) else pixels
+    if alpha.shape != pixels.shape[:2]:
+        raise ValueError(f"alpha of shape {alpha.shape} does not match pixels of shape {pixels.shape}")
+    scale = full_scale(pixels.dtype)
+    result = np.empty(pixels.shape[:2] + (4,), dtype=pixels.dtype)
+    for top in range(0, pixels.shape[0], _ROWS_PER_CONVERSION):
+        rows = slice(top, top + _ROWS_PER_CONVERSION)
+        a = alpha[rows, :, None].astype(np.float32) / 255.0
+        color = pixels[rows].astype(np.float32) / scale
+        color = np.where(a > 0, (color - (1.0 - a)) / np.maximum(a, 1e-6), color)
+        result[rows, :, :3] = np.rint(np.clip(color, 0.0, 1.0) * scale)
+        result[rows, :, 3] = np.rint(a[:, :, 0] * scale)
+    return result
+
+
 def _rgb_pixels(rgb: Any) -> np.ndarray:
+    """RGB (H, W, 3) or, with transparency, RGBA (H, W, 4) pixels of an array or tensor."""
     if hasattr(rgb, "detach"):  # a torch tensor; checked by duck type to keep torch optional here
         rgb = rgb.detach().cpu().float().numpy()
     pixels = np.asarray(rgb)
-    if pixels.ndim != 3 or pixels.shape[2] != 3:
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
         raise ValueError(f"expected an RGB array of shape (H, W, 3), got shape {pixels.shape}")
     return pixels
 
@@ -444,21 +497,22 @@ def _deflate_block(data: bytes, last: bool) -> bytes:
 
 
 def _write_png(stream: Any, pixels: np.ndarray, metadata: PhotoMetadata | None = None) -> None:
-    """RGB pixels (uint8 or uint16, (H, W, 3)) as an 8- or 16-bit PNG, with `metadata`'s DPI
+    """RGB or RGBA pixels (uint8 or uint16, (H, W, 3 or 4)) as an 8- or 16-bit PNG, with `metadata`'s DPI
     (pHYs, in pixels per metre) and EXIF (eXIf) where given.
 
     Blocks of rows are filtered and compressed on up to _PNG_THREADS threads (zlib and numpy
     release the GIL) and written in order; at most two blocks a thread are in flight."""
-    height, width = pixels.shape[:2]
+    height, width, channels = pixels.shape
     sample_bytes = pixels.dtype.itemsize
+    color_type = 6 if channels == 4 else 2  # RGBA or RGB
     stream.write(b"\x89PNG\r\n\x1a\n")
-    _png_chunk(stream, b"IHDR", struct.pack(">IIBBBBB", width, height, 8 * sample_bytes, 2, 0, 0, 0))
+    _png_chunk(stream, b"IHDR", struct.pack(">IIBBBBB", width, height, 8 * sample_bytes, color_type, 0, 0, 0))
     if metadata is not None and metadata.dpi is not None:
         per_metre = [round(value / 0.0254) for value in metadata.dpi]
         _png_chunk(stream, b"pHYs", struct.pack(">IIB", *per_metre, 1))
     if metadata is not None and metadata.exif is not None:
         _png_chunk(stream, b"eXIf", metadata.exif)
-    rows = max(1, _ROWS_PER_BLOCK_BYTES // (width * 3 * sample_bytes))
+    rows = max(1, _ROWS_PER_BLOCK_BYTES // (width * channels * sample_bytes))
     tops = range(0, height, rows)
 
     def work(top: int) -> tuple[bytes, bytes]:
@@ -490,10 +544,10 @@ _TIFF_ASCII, _TIFF_SHORT, _TIFF_LONG, _TIFF_RATIONAL = 2, 3, 4, 5
 
 
 def _write_tiff_16(stream: Any, pixels: np.ndarray, metadata: PhotoMetadata | None = None) -> None:
-    """Baseline little-endian TIFF, 16-bit RGB (beyond Pillow's modes), deflate-compressed strips;
+    """Baseline little-endian TIFF, 16-bit RGB or RGBA (beyond Pillow's modes), deflate-compressed strips;
     with `metadata`, its DPI and the Software tag (its EXIF would need a directory of its own)."""
-    height, width = pixels.shape[:2]
-    rows = max(1, _ROWS_PER_BLOCK_BYTES // (width * 6))
+    height, width, channels = pixels.shape
+    rows = max(1, _ROWS_PER_BLOCK_BYTES // (width * 2 * channels))
     stream.write(b"II*\x00\x00\x00\x00\x00")  # the directory's offset is filled in at the end
     offsets, counts = [], []
     for top in range(0, height, rows):
@@ -520,11 +574,11 @@ def _write_tiff_16(stream: Any, pixels: np.ndarray, metadata: PhotoMetadata | No
     entries = [
         entry(256, _TIFF_LONG, [width]),
         entry(257, _TIFF_LONG, [height]),
-        entry(258, _TIFF_SHORT, [16, 16, 16]),  # bits per sample
+        entry(258, _TIFF_SHORT, [16] * channels),  # bits per sample
         entry(259, _TIFF_SHORT, [8]),  # compression: deflate (zlib)
         entry(262, _TIFF_SHORT, [2]),  # photometric interpretation: RGB
         entry(273, _TIFF_LONG, offsets),
-        entry(277, _TIFF_SHORT, [3]),  # samples per pixel
+        entry(277, _TIFF_SHORT, [channels]),  # samples per pixel
         entry(278, _TIFF_LONG, [rows]),
         entry(279, _TIFF_LONG, counts),
     ]
@@ -536,6 +590,8 @@ def _write_tiff_16(stream: Any, pixels: np.ndarray, metadata: PhotoMetadata | No
         if metadata.dpi is not None:
             entries.append(entry(296, _TIFF_SHORT, [2]))  # resolution unit: inch
         entries.append(entry(305, _TIFF_ASCII, list(software_name().encode("ascii", "replace") + b"\0")))
+    if channels == 4:
+        entries.append(entry(338, _TIFF_SHORT, [2]))  # extra sample: unassociated alpha
     if stream.tell() >= 2**32 - 12 * len(entries) - 8:
         raise ImageOutputError("a TIFF file cannot hold more than 4 GiB; write a PNG instead")
     directory = place([], "H")
@@ -648,6 +704,7 @@ def save_image(
     overwrite: bool = False,
     jpeg_quality: int = 95,
     metadata: PhotoMetadata | None = None,
+    alpha: np.ndarray | None = None,
 ) -> None:
     """Write `rgb` to `path`: (H, W, 3) pixels (uint8; uint16; float array or tensor in [0, 1]) or a
     PIL image.
@@ -655,7 +712,8 @@ def save_image(
     The format follows the suffix. uint16 pixels keep 16 bits in PNG and TIFF and are rounded to
     8 bit for the other formats; floats are clipped and rounded to 8 bit, not stretched.
     `metadata` (`photo_metadata.read_metadata` of the original) writes its DPI and EXIF where
-    the format holds them.
+    the format holds them. `alpha` (`load_alpha` of the original) makes PNG, TIFF and WebP files
+    RGBA (`with_alpha`); the other formats stay RGB, over white.
     The file appears atomically: it is written to a temporary file beside the destination and
     renamed over it, so a failure never leaves a partial file. Parent folders are created.
     """
@@ -667,6 +725,8 @@ def save_image(
             f"{path}: cannot write images with suffix '{path.suffix}' (use one of {known})"
         )
     _check_destination(path, overwrite)
+    if alpha is not None and image_format in _TRANSPARENT_RESULT_FORMATS and not isinstance(rgb, Image.Image):
+        rgb = with_alpha(_rgb_pixels(rgb), alpha)
     _write_file_atomically(path, overwrite, _encoder(rgb, image_format, jpeg_quality, metadata))
 
 

@@ -81,6 +81,9 @@ class ColorizeResult:
     measure_input_chroma: Callable[[], float] | None = field(default=None, repr=False)
     #: The original file's DPI and EXIF, which `save` writes (photos given as a file path).
     metadata: PhotoMetadata | None = field(default=None, repr=False)
+    #: The original file's transparency (H, W) uint8, which `save` puts back in PNG, TIFF and
+    #: WebP files (`pixels` are the photo composited over white, colorized); None when opaque.
+    alpha: np.ndarray | None = field(default=None, repr=False)
     _pixels: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -132,8 +135,8 @@ class ColorizeResult:
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         """Write the full-resolution result; 16-bit photos give 16-bit PNG and TIFF files. A photo
-        read from a file passes on its DPI and EXIF (`photo_metadata`)."""
-        save_image(self.pixels, path, overwrite=overwrite, metadata=self.metadata)
+        read from a file passes on its DPI and EXIF (`photo_metadata`) and its transparency."""
+        save_image(self.pixels, path, overwrite=overwrite, metadata=self.metadata, alpha=self.alpha)
 
 
 def to_pixels(image: ImageLike) -> np.ndarray:
@@ -352,7 +355,7 @@ class Colorizer:
         results = self._colorize_prepared([prepared for prepared, _ in photos], class_ids, latents,
                                           [measure for _, measure in photos])
         for image, result in zip(images, results):
-            result.metadata = _file_metadata(image)
+            result.metadata, result.alpha = _file_metadata(image)
         return results
 
     def _colorize_prepared(
@@ -467,9 +470,9 @@ class Colorizer:
             latents = z + sigma * noise
             results.extend(self._colorize_prepared([prepared] * samples, [class_id] * samples, latents,
                                                    [measure] * samples))
-        metadata = _file_metadata(image)
+        metadata, alpha = _file_metadata(image)
         for result in results:
-            result.metadata = metadata
+            result.metadata, result.alpha = metadata, alpha
         return results
 
     @torch.no_grad()
@@ -495,9 +498,9 @@ class Colorizer:
             chunk = walked[start : start + batch_size]
             frames.extend(self._colorize_prepared([prepared] * len(chunk), [resolved] * len(chunk), chunk,
                                                   [measure] * len(chunk)))
-        metadata = _file_metadata(image)
+        metadata, alpha = _file_metadata(image)
         for frame in frames:
-            frame.metadata = metadata
+            frame.metadata, frame.alpha = metadata, alpha
         return frames
 
 
@@ -528,9 +531,12 @@ def _stacklevel_outside_package() -> int:
     return level
 
 
-def _file_metadata(image: ImageLike) -> PhotoMetadata | None:
-    """The DPI and EXIF that a result of `image` passes on: a photo file's; None for arrays."""
-    return read_metadata(image) if isinstance(image, (str, os.PathLike)) else None
+def _file_metadata(image: ImageLike) -> tuple[PhotoMetadata | None, np.ndarray | None]:
+    """The DPI and EXIF, and the transparency, that results of `image` pass on: a photo file's;
+    none for arrays and PIL images."""
+    if not isinstance(image, (str, os.PathLike)):
+        return None, None
+    return read_metadata(image), image_io.load_alpha(image)
 
 
 def _to_images(batch: torch.Tensor) -> list[np.ndarray]:

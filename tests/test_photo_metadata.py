@@ -120,3 +120,87 @@ def test_api_results_of_a_file_carry_its_metadata_and_arrays_none(tmp_path, demo
         assert colorized.getexif()[ARTIST] == "Studio Weiss"
     assert all(frame.metadata == result.metadata for frame in demo_colorizer.diverse(scan, samples=2))
     assert demo_colorizer.colorize(np.zeros((16, 16), np.uint8)).metadata is None
+
+
+# --------------------------------------------------------------------------- transparency
+from gcpcolor.image_io import load_alpha, load_pixels, with_alpha  # noqa: E402
+
+
+def _cut_out(path: Path, size=(40, 24)) -> tuple[Path, np.ndarray]:
+    """A gray portrait 'cut out' of its background: opaque disc, soft edge, clear corners."""
+    rng = np.random.default_rng(2)
+    gray = (rng.random((size[1], size[0])) * 200 + 30).astype(np.uint8)
+    yy, xx = np.mgrid[: size[1], : size[0]]
+    distance = np.hypot(yy - size[1] / 2, xx - size[0] / 2)
+    alpha = np.clip((12 - distance) * 60, 0, 255).astype(np.uint8)
+    Image.fromarray(np.dstack([gray, gray, gray, alpha])).save(path)
+    return path, alpha
+
+
+def test_load_alpha_reads_transparency_and_none_for_opaque_photos(tmp_path):
+    path, alpha = _cut_out(tmp_path / "cut.png")
+    np.testing.assert_array_equal(load_alpha(path), alpha)
+    Image.new("RGBA", (8, 6), (10, 20, 30, 255)).save(tmp_path / "opaque.png")
+    Image.new("L", (8, 6), 90).save(tmp_path / "gray.png")
+    assert load_alpha(tmp_path / "opaque.png") is None and load_alpha(tmp_path / "gray.png") is None
+    palette = Image.new("P", (8, 6), 0)
+    palette.putpixel((1, 1), 1)
+    palette.save(tmp_path / "palette.png", transparency=0)
+    expected = np.zeros((6, 8), np.uint8)
+    expected[1, 1] = 255
+    np.testing.assert_array_equal(load_alpha(tmp_path / "palette.png"), expected)
+    rotated = Image.open(path)
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    rotated.save(tmp_path / "rotated.png", exif=exif.tobytes())
+    assert load_alpha(tmp_path / "rotated.png").shape == load_pixels(tmp_path / "rotated.png").shape[:2] == (40, 24)
+
+
+def test_with_alpha_takes_the_colour_out_of_the_white_it_was_blended_with():
+    rng = np.random.default_rng(3)
+    colour = rng.random((16, 16, 3))
+    alpha = rng.integers(51, 256, (16, 16)).astype(np.uint8)  # alpha >= 0.2
+    a = alpha[:, :, None] / 255.0
+    composite = np.rint((colour * a + 1 - a) * 65535).astype(np.uint16)  # as load_pixels blends over white
+    rgba = with_alpha(composite, alpha)
+    assert rgba.dtype == np.uint16 and rgba.shape == (16, 16, 4)
+    np.testing.assert_allclose(rgba[:, :, :3] / 65535, colour, atol=3e-4)
+    np.testing.assert_allclose(rgba[:, :, 3] / 65535, alpha / 255, atol=1e-6)
+    shown_over_white = rgba[:, :, :3] / 65535 * a + 1 - a
+    np.testing.assert_allclose(shown_over_white, composite / 65535, atol=3e-5)
+
+
+@pytest.mark.parametrize("name, depth, transparent", [
+    ("out.png", 8, True), ("out.png", 16, True), ("out.tif", 8, True), ("out.tif", 16, True),
+    ("out.webp", 8, True), ("out.jpg", 8, False), ("out.bmp", 8, False),
+])
+def test_save_image_puts_the_alpha_back_where_the_format_holds_it(tmp_path, name, depth, transparent):
+    _, alpha = _cut_out(tmp_path / "cut.png")
+    dtype = np.uint16 if depth == 16 else np.uint8
+    pixels = np.full((24, 40, 3), np.iinfo(dtype).max // 2, dtype)
+    save_image(pixels, tmp_path / name, alpha=alpha)
+    with Image.open(tmp_path / name) as written:
+        assert written.size == (40, 24)
+        if transparent:  # (Pillow reads 16-bit RGBA at 8 bits, which gives back the uint8 alpha)
+            assert written.mode == "RGBA"
+            np.testing.assert_array_equal(np.asarray(written.getchannel("A")), alpha)
+        else:
+            assert written.mode == "RGB"
+
+
+def test_colorize_command_keeps_a_cut_out_transparent(tmp_path):
+    path, alpha = _cut_out(tmp_path / "cut.png")
+    result = CliRunner().invoke(main, ["colorize", str(path), "-o", str(tmp_path / "out"), "--demo", "-q"])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out" / "cut_color.png") as colorized:
+        assert colorized.mode == "RGBA"
+        np.testing.assert_array_equal(np.asarray(colorized.getchannel("A")), alpha)
+
+
+def test_api_results_of_a_transparent_file_save_with_its_alpha(tmp_path, demo_colorizer):
+    path, alpha = _cut_out(tmp_path / "cut.png")
+    result = demo_colorizer.colorize(path)
+    assert result.pixels.shape == (24, 40, 3)  # the colorized photo itself stays RGB
+    result.save(tmp_path / "color.png")
+    with Image.open(tmp_path / "color.png") as colorized:
+        np.testing.assert_array_equal(np.asarray(colorized.getchannel("A")), alpha)
