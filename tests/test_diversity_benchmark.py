@@ -1,0 +1,60 @@
+"""benchmarks/diversity.py: its distance against a hand computation, and the script end to end
+on the tiny demo model."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.color import rgb2lab
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "diversity.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("diversity", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+diversity = _load()
+
+
+def test_ab_of_matches_skimage():
+    rgb = np.random.default_rng(0).random((6, 9, 3)).astype(np.float32)
+    np.testing.assert_allclose(diversity.ab_of(rgb), rgb2lab(rgb).transpose(2, 0, 1)[1:], atol=0.05)
+
+
+def test_mean_pairwise_ab_distance_by_hand():
+    zero = np.zeros((2, 4, 4))
+    shifted = zero.copy()
+    shifted[0] += 3.0
+    shifted[1] += 4.0  # 5 units away from zero everywhere
+    assert diversity.mean_pairwise_ab_distance([zero, shifted]) == pytest.approx(5.0)
+    assert diversity.mean_pairwise_ab_distance([zero, zero, shifted]) == pytest.approx((0 + 5 + 5) / 3)
+    with pytest.raises(ValueError):
+        diversity.mean_pairwise_ab_distance([zero])
+
+
+def test_script_prints_its_table_for_a_model(tmp_path, demo_colorizer):
+    demo_colorizer.save_pretrained(tmp_path / "model")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    gray = (np.random.default_rng(1).random((40, 30)) * 255).astype(np.uint8)
+    Image.fromarray(gray).save(photos / "a.png")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "model"), str(photos), "--samples", "2", "--classes", "2"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("1 photos of") and len(lines) == 6
+    values = [float(line.strip("|").split("|")[1]) for line in lines[3:]]
+    assert all(value >= 0 for value in values)
