@@ -601,9 +601,13 @@ def _write_tiff_16(stream: Any, pixels: np.ndarray, metadata: PhotoMetadata | No
     stream.seek(0, os.SEEK_END)
 
 
-def _encoder(rgb: Any, image_format: str, jpeg_quality: int, metadata: PhotoMetadata | None = None) -> Callable[[Any], None]:
-    """A function that writes `rgb` in `image_format` to a binary stream."""
+def _encoder(rgb: Any, image_format: str, jpeg_quality: int, metadata: PhotoMetadata | None = None,
+             alpha: np.ndarray | None = None) -> Callable[[Any], None]:
+    """A function that writes `rgb` (with the photo's `alpha` where the format keeps it) in
+    `image_format` to a binary stream."""
     metadata = metadata or PhotoMetadata()
+    if alpha is not None and image_format in _TRANSPARENT_RESULT_FORMATS and not isinstance(rgb, Image.Image):
+        rgb = with_alpha(_rgb_pixels(rgb), alpha)
     if not isinstance(rgb, Image.Image):
         pixels = _rgb_pixels(rgb)
         if pixels.dtype != np.uint16:
@@ -725,9 +729,20 @@ def save_image(
             f"{path}: cannot write images with suffix '{path.suffix}' (use one of {known})"
         )
     _check_destination(path, overwrite)
-    if alpha is not None and image_format in _TRANSPARENT_RESULT_FORMATS and not isinstance(rgb, Image.Image):
-        rgb = with_alpha(_rgb_pixels(rgb), alpha)
-    _write_file_atomically(path, overwrite, _encoder(rgb, image_format, jpeg_quality, metadata))
+    _write_file_atomically(path, overwrite, _encoder(rgb, image_format, jpeg_quality, metadata, alpha))
+
+
+def encode_image(
+    rgb: Any,
+    image_format: str = "PNG",
+    jpeg_quality: int = 95,
+    metadata: PhotoMetadata | None = None,
+    alpha: np.ndarray | None = None,
+) -> bytes:
+    """The bytes `save_image` would write for `rgb` in `image_format` (e.g. "PNG"), in memory."""
+    buffer = io.BytesIO()
+    _encoder(rgb, image_format, jpeg_quality, metadata, alpha)(buffer)
+    return buffer.getvalue()
 
 
 def copy_image_file(source: str | Path, path: str | Path, overwrite: bool = False) -> None:

@@ -6,7 +6,6 @@ request body; options travel in the query string; the answer is the colorized PN
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import tempfile
@@ -16,16 +15,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from PIL import Image
-
 from .classes import ClassNotFoundError
 from .image_io import (
     ImageInputError,
+    encode_image,
     is_out_of_memory,
+    load_alpha,
     load_pixels,
     one_line_message,
     to_8_bit,
 )
+from .photo_metadata import read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +201,8 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
                     path = Path(folder) / "upload"
                     path.write_bytes(body)
                     rgb = load_pixels(path)
+                    # the download keeps what the command line keeps: DPI, EXIF, transparency
+                    metadata, alpha = read_metadata(path), load_alpha(path)
             except ImageInputError as exc:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(exc).replace(str(path), "upload")) from None
             try:
@@ -215,9 +217,8 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
             problem = result.problem(rgb)
             if problem is not None:
                 raise RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, problem)
-            buffer = io.BytesIO()
-            Image.fromarray(to_8_bit(result.pixels)).save(buffer, format="PNG")
-            self._send(HTTPStatus.OK, buffer.getvalue(), "image/png",
+            png = encode_image(to_8_bit(result.pixels), "PNG", metadata=metadata, alpha=alpha)
+            self._send(HTTPStatus.OK, png, "image/png",
                        {"X-Class-Id": str(result.class_id), "X-Class-Name": result.class_name,
                         "X-Input-Color": "yes" if result.input_is_color else "no"})
 

@@ -24,6 +24,7 @@ from gcpcolor.image_io import (
     ImageOutputError,
     broken_result_reason,
     copy_image_file,
+    encode_image,
     find_images,
     load_image,
     output_path,
@@ -741,3 +742,10 @@ def test_copy_image_file_is_exact_atomic_and_never_overwrites(tmp_path: Path) ->
         copy_image_file(tmp_path / "gone.jpg", tmp_path / "out" / "gone.jpg")
     assert "gone.jpg" in _single_line(error)
     assert _listing(target.parent) == ["holiday_color.jpg"]  # no temporaries left behind
+
+
+@pytest.mark.parametrize("suffix, image_format", [(".png", "PNG"), (".tif", "TIFF"), (".jpg", "JPEG")])
+def test_encode_image_gives_the_bytes_save_image_writes(tmp_path: Path, suffix: str, image_format: str) -> None:
+    pixels = np.random.default_rng(5).integers(0, 65536, (12, 20, 3)).astype(np.uint16)
+    save_image(pixels, tmp_path / f"photo{suffix}")
+    assert encode_image(pixels, image_format) == (tmp_path / f"photo{suffix}").read_bytes()

@@ -221,3 +221,16 @@ def test_a_colour_photo_is_recoloured_and_the_page_is_told(server):
         assert response.status == 200 and response.headers["X-Input-Color"] == "yes"
     page = urllib.request.urlopen(server + "/", timeout=10).read().decode()
     assert "X-Input-Color" in page and "already has colour" in page
+
+
+def test_the_download_keeps_transparency_and_resolution(server):
+    """The page's PNG carries what `gcpcolor colorize` carries: the alpha of a cut-out and the DPI."""
+    gray = (np.random.default_rng(4).random((20, 30)) * 255).astype(np.uint8)
+    alpha = np.zeros((20, 30), np.uint8)
+    alpha[5:15, 8:22] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(np.dstack([gray, gray, gray, alpha])).save(buffer, format="PNG", dpi=(300, 300))
+    with _post(server + "/colorize", buffer.getvalue()) as response:
+        image = Image.open(io.BytesIO(response.read()))
+        assert image.mode == "RGBA" and image.info["dpi"] == pytest.approx((300, 300), abs=0.01)
+        np.testing.assert_array_equal(np.asarray(image.getchannel("A")), alpha)
