@@ -432,7 +432,7 @@ def _rgb_pixels(rgb: Any) -> np.ndarray:
         rgb = rgb.detach().cpu().float().numpy()
     pixels = np.asarray(rgb)
     if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
-        raise ValueError(f"expected an RGB array of shape (H, W, 3), got shape {pixels.shape}")
+        raise ValueError(f"expected an RGB (H, W, 3) or RGBA (H, W, 4) array, got shape {pixels.shape}")
     return pixels
 
 
