@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,18 +15,10 @@ from gcpcolor.config import ColorizationConfig, ColorizerConfig
 from gcpcolor.model import GCPColorizationModel
 from gcpcolor.pipeline import Colorizer
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "calibrate_temperature.py"
+from benchmark_scripts import ROOT, benchmark_path, load_benchmark
 
-
-def _calibrate_temperature():
-    spec = importlib.util.spec_from_file_location("calibrate_temperature", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-calibrate_temperature = _calibrate_temperature()
+SCRIPT = benchmark_path("calibrate_temperature")
+calibrate_temperature = load_benchmark("calibrate_temperature")
 TEMPERATURES, mean_ab = calibrate_temperature.TEMPERATURES, calibrate_temperature.mean_ab
 
 

@@ -3,28 +3,18 @@ on the tiny demo model."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from skimage.color import rgb2lab
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "diversity.py"
+from benchmark_scripts import ROOT, benchmark_path, load_benchmark
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("diversity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-diversity = _load()
+SCRIPT = benchmark_path("diversity")
+diversity = load_benchmark("diversity")
 
 
 def test_ab_of_matches_skimage():

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 def _profile_modules():
-    spec = importlib.util.spec_from_file_location("profile_modules", ROOT / "benchmarks" / "profile_modules.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("profile_modules")
 
 
 def test_stage_gigaflops_add_up_to_the_whole_colorization():
