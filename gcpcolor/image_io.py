@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from .photo_metadata import MAX_JPEG_EXIF_BYTES, PhotoMetadata, software_name
 from .weights import temporary_path
@@ -512,6 +512,9 @@ def _write_png(stream: Any, pixels: np.ndarray, metadata: PhotoMetadata | None =
         _png_chunk(stream, b"pHYs", struct.pack(">IIB", *per_metre, 1))
     if metadata is not None and metadata.exif is not None:
         _png_chunk(stream, b"eXIf", metadata.exif)
+    if metadata is not None and metadata.xmp is not None:
+        # iTXt: keyword, no compression, empty language and translated keyword, UTF-8 text
+        _png_chunk(stream, b"iTXt", _PNG_XMP_KEYWORD + b"\0\0\0\0\0" + metadata.xmp)
     rows = max(1, _ROWS_PER_BLOCK_BYTES // (width * channels * sample_bytes))
     tops = range(0, height, rows)
 
@@ -540,12 +543,14 @@ def _write_png(stream: Any, pixels: np.ndarray, metadata: PhotoMetadata | None =
     _png_chunk(stream, b"IEND", b"")
 
 
-_TIFF_ASCII, _TIFF_SHORT, _TIFF_LONG, _TIFF_RATIONAL = 2, 3, 4, 5
+_TIFF_BYTE, _TIFF_ASCII, _TIFF_SHORT, _TIFF_LONG, _TIFF_RATIONAL = 1, 2, 3, 4, 5
+_TIFF_XMP_TAG = 700
+_PNG_XMP_KEYWORD = b"XML:com.adobe.xmp"
 
 
 def _write_tiff_16(stream: Any, pixels: np.ndarray, metadata: PhotoMetadata | None = None) -> None:
     """Baseline little-endian TIFF, 16-bit RGB or RGBA (beyond Pillow's modes), deflate-compressed strips;
-    with `metadata`, its DPI and the Software tag (its EXIF would need a directory of its own)."""
+    with `metadata`, its DPI, the Software tag and the XMP (its EXIF would need a directory of its own)."""
     height, width, channels = pixels.shape
     rows = max(1, _ROWS_PER_BLOCK_BYTES // (width * 2 * channels))
     stream.write(b"II*\x00\x00\x00\x00\x00")  # the directory's offset is filled in at the end
@@ -564,7 +569,7 @@ def _write_tiff_16(stream: Any, pixels: np.ndarray, metadata: PhotoMetadata | No
         return offset
 
     def entry(tag: int, kind: int, values: list[int]) -> bytes:
-        code = {_TIFF_SHORT: "H", _TIFF_ASCII: "B"}.get(kind, "I")
+        code = {_TIFF_SHORT: "H", _TIFF_ASCII: "B", _TIFF_BYTE: "B"}.get(kind, "I")
         count = len(values) // 2 if kind == _TIFF_RATIONAL else len(values)  # a rational is two longs
         if len(values) * struct.calcsize(code) <= 4:
             inline = struct.pack(f"<{len(values)}{code}", *values).ljust(4, b"\x00")
@@ -592,6 +597,8 @@ def _write_tiff_16(stream: Any, pixels: np.ndarray, metadata: PhotoMetadata | No
         entries.append(entry(305, _TIFF_ASCII, list(software_name().encode("ascii", "replace") + b"\0")))
     if channels == 4:
         entries.append(entry(338, _TIFF_SHORT, [2]))  # extra sample: unassociated alpha
+    if metadata is not None and metadata.xmp is not None:
+        entries.append(entry(_TIFF_XMP_TAG, _TIFF_BYTE, list(metadata.xmp)))
     if stream.tell() >= 2**32 - 12 * len(entries) - 8:
         raise ImageOutputError("a TIFF file cannot hold more than 4 GiB; write a PNG instead")
     directory = place([], "H")
@@ -647,15 +654,27 @@ def _metadata_options(image_format: str, metadata: PhotoMetadata) -> dict[str, A
     if metadata.dpi is not None and image_format in ("JPEG", "PNG", "TIFF", "BMP"):
         options["dpi"] = metadata.dpi
     exif = metadata.exif
-    if exif is not None and image_format == "TIFF":
+    if image_format == "TIFF" and (exif is not None or metadata.xmp is not None):
+        # one directory: Pillow writes `tiffinfo` instead of `exif`, so the XMP goes in as tag 700
         main_directory = Image.Exif()
-        main_directory.load(exif)
+        if exif is not None:
+            main_directory.load(exif)
         for tag in _EXIF_POINTER_TAGS:
             main_directory.pop(tag, None)
+        if metadata.xmp is not None:
+            main_directory[_TIFF_XMP_TAG] = metadata.xmp
         exif = main_directory.tobytes()
     if exif is not None and image_format in ("JPEG", "PNG", "WEBP", "TIFF"):
         if not (image_format == "JPEG" and len(exif) > MAX_JPEG_EXIF_BYTES):
             options["exif"] = exif
+    xmp = metadata.xmp
+    if xmp is not None:
+        if image_format in ("JPEG", "WEBP"):
+            options["xmp"] = xmp
+        elif image_format == "PNG":
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt(_PNG_XMP_KEYWORD.decode(), xmp.decode("utf-8", "replace"))
+            options["pnginfo"] = info
     return options
 
 

@@ -1,16 +1,18 @@
-"""What a colorized photo keeps of its original file: the resolution (DPI) and the EXIF.
+"""What a colorized photo keeps of its original file: the resolution (DPI), the EXIF and the XMP.
 
 Archives print and catalogue by them: a 600-dpi scan that comes back marked 72 dpi prints at
-the wrong size, and a scan's EXIF holds its date, the scanner or camera, the photographer and
-the caption. The result's pixels are already upright (loading applies the EXIF orientation), so
-the orientation tag is dropped, or viewers would turn the photo a second time; the Software tag
-names gcpcolor, which marks the file as a colorized derivative rather than the original. A thumbnail
-(EXIF's second directory) is not carried: it would show the gray photo.
+the wrong size, a scan's EXIF holds its date, the scanner or camera, the photographer and the
+caption, and cataloguing programs (Lightroom, digiKam, Bridge) keep titles, keywords and
+descriptions in XMP. The result's pixels are already upright (loading applies the EXIF
+orientation), so the orientation is dropped from the EXIF and set to 1 in the XMP, or viewers
+would turn the photo a second time; the Software tag names gcpcolor, which marks the file as a
+colorized derivative rather than the original. A thumbnail (EXIF's second directory) is not
+carried: it would show the gray photo.
 
 Reading never fails a photo: a file whose metadata cannot be read gets only the Software tag.
 `image_io.save_image(..., metadata=...)` writes them: DPI into JPEG, PNG, TIFF and BMP; EXIF
-into JPEG, PNG, WebP and 8-bit TIFF (not into 16-bit TIFF, whose writer is our own: there the
-DPI and the Software tag only).
+into JPEG, PNG, WebP and 8-bit TIFF (16-bit TIFF, whose writer is our own, gets the DPI and the
+Software tag only); XMP into JPEG, PNG, WebP and TIFF.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 
 from PIL import Image
@@ -38,6 +41,7 @@ class PhotoMetadata:
 
     dpi: tuple[float, float] | None = None
     exif: bytes | None = None  # an EXIF block as Pillow's `Exif.tobytes()` writes it and `exif=` takes it
+    xmp: bytes | None = None  # the XMP packet (XML), orientation set to 1
 
 
 def software_name() -> str:
@@ -55,6 +59,20 @@ def _valid_dpi(value: object) -> tuple[float, float] | None:
     return (x, y)
 
 
+#: The two ways XMP writes an orientation (as an attribute, as an element).
+_XMP_ORIENTATION = (re.compile(rb'(tiff:Orientation=")[0-9](")'), re.compile(rb"(<tiff:Orientation>)[0-9](</tiff:Orientation>)"))
+
+
+def _upright_xmp(xmp: object) -> bytes | None:
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    if not isinstance(xmp, bytes) or not xmp.strip():
+        return None
+    for pattern in _XMP_ORIENTATION:
+        xmp = pattern.sub(rb"\g<1>1\g<2>", xmp)
+    return xmp
+
+
 def _derivative_exif(exif: Image.Exif) -> bytes:
     exif.pop(ORIENTATION_TAG, None)
     exif[SOFTWARE_TAG] = software_name()
@@ -63,16 +81,17 @@ def _derivative_exif(exif: Image.Exif) -> bytes:
 
 def read_metadata(path: str | os.PathLike) -> PhotoMetadata:
     """The DPI and EXIF of the photo file at `path`, ready for its colorized version."""
-    dpi, exif = None, None
+    dpi, exif, xmp = None, None, None
     try:
         with Image.open(path) as image:
             dpi = _valid_dpi(image.info.get("dpi"))
+            xmp = _upright_xmp(image.info.get("xmp"))
             exif = _derivative_exif(image.getexif())
     except Exception as error:  # metadata is a courtesy: a photo that decodes is never lost over it
         logger.info("%s: its metadata is not carried over (%s)", os.fspath(path), error)
     if exif is None:
         exif = _derivative_exif(Image.Exif())
-    return PhotoMetadata(dpi=dpi, exif=exif)
+    return PhotoMetadata(dpi=dpi, exif=exif, xmp=xmp)
 
 
 __all__ = ["MAX_JPEG_EXIF_BYTES", "PhotoMetadata", "read_metadata", "software_name"]

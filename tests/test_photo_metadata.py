@@ -15,6 +15,10 @@ from gcpcolor.image_io import save_image
 from gcpcolor.photo_metadata import PhotoMetadata, read_metadata, software_name
 
 ORIENTATION, DESCRIPTION, ARTIST, SOFTWARE, DATE_TAKEN = 0x0112, 0x010E, 0x013B, 0x0131, 0x9003
+#: An XMP packet as cataloguing programs write it: a title, and the orientation again.
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/"'
+       b' tiff:Orientation="6"><dc:title>Wedding in Lodz</dc:title></rdf:Description></rdf:RDF></x:xmpmeta>')
 
 
 def _scan(path: Path, size=(40, 24), dpi=(600, 600), orientation: int | None = 6) -> Path:
@@ -26,8 +30,12 @@ def _scan(path: Path, size=(40, 24), dpi=(600, 600), orientation: int | None = 6
     exif[DESCRIPTION] = "Grandma and Grandpa, 1932"
     exif[ARTIST] = "Studio Weiss"
     exif.get_ifd(ExifTags.IFD.Exif)[DATE_TAKEN] = "1932:05:01 10:00:00"  # in the EXIF sub-directory
-    Image.fromarray(pixels).save(path, dpi=dpi, exif=exif.tobytes())
+    Image.fromarray(pixels).save(path, dpi=dpi, exif=exif.tobytes(), xmp=XMP)  # (PNG ignores xmp=)
     return path
+
+
+def _upright_title_xmp(xmp: bytes | None) -> bool:
+    return xmp is not None and b"Wedding in Lodz" in xmp and b'tiff:Orientation="1"' in xmp and b'"6"' not in xmp
 
 
 def test_read_metadata_keeps_dpi_and_caption_and_drops_orientation(tmp_path):
@@ -37,8 +45,9 @@ def test_read_metadata_keeps_dpi_and_caption_and_drops_orientation(tmp_path):
     exif.load(metadata.exif)
     assert exif[DESCRIPTION] == "Grandma and Grandpa, 1932" and exif[ARTIST] == "Studio Weiss"
     assert exif.get_ifd(ExifTags.IFD.Exif)[DATE_TAKEN] == "1932:05:01 10:00:00"
-    assert ORIENTATION not in exif
+    assert exif.get(ORIENTATION, 1) == 1
     assert exif[SOFTWARE] == software_name() and software_name().startswith("gcpcolor ")
+    assert _upright_title_xmp(metadata.xmp)
 
 
 def test_unreadable_metadata_costs_nothing_but_itself(tmp_path):
@@ -73,11 +82,13 @@ def test_save_image_writes_the_metadata_each_format_holds(tmp_path, name, depth,
             assert written.info["dpi"] == pytest.approx((300, 400), abs=0.01)
         exif = written.getexif()
         if carries_exif:
-            assert exif[DESCRIPTION] == "Grandma and Grandpa, 1932" and ORIENTATION not in exif
+            assert exif[DESCRIPTION] == "Grandma and Grandpa, 1932" and exif.get(ORIENTATION, 1) == 1
             if not name.endswith(".tif"):  # TIFF: the main directory only (libtiff refuses the pointers)
                 assert exif.get_ifd(ExifTags.IFD.Exif)[DATE_TAKEN] == "1932:05:01 10:00:00"
         if carries_exif or name.endswith(".tif"):
             assert exif[SOFTWARE] == software_name()
+        if not name.endswith(".bmp"):
+            assert _upright_title_xmp(written.info.get("xmp"))
     if depth == 16 and name.endswith(".png"):  # the pixels themselves are untouched by the extra chunks
         with Image.open(tmp_path / name) as written:
             assert written.mode.startswith("RGB") and written.size == (40, 24)
@@ -107,8 +118,9 @@ def test_colorize_command_passes_the_scan_metadata_to_its_result(tmp_path):
     with Image.open(tmp_path / "out" / "scan_color.jpg") as colorized:
         assert colorized.size == (24, 40)  # turned upright once, by the pixels
         exif = colorized.getexif()
-        assert ORIENTATION not in exif and exif[DESCRIPTION] == "Grandma and Grandpa, 1932"
+        assert exif.get(ORIENTATION, 1) == 1 and exif[DESCRIPTION] == "Grandma and Grandpa, 1932"
         assert colorized.info["dpi"] == pytest.approx((600, 600))
+        assert _upright_title_xmp(colorized.info.get("xmp"))
 
 
 def test_api_results_of_a_file_carry_its_metadata_and_arrays_none(tmp_path, demo_colorizer):
