@@ -277,9 +277,9 @@ def load_alpha(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     with image:
         _apply_exif_orientation(image, path)
         mode = image.mode
-        # as _to_float_rgb converts them for the composite
-        converted = image.convert(mode.upper() if mode in ("La", "RGBa") else "LA" if mode == "L" else "RGBA")
-        alpha = np.asarray(converted.getchannel("A"))
+        if mode not in ("RGBA", "LA"):  # converted as _to_float_rgb converts them for the composite
+            image = image.convert(mode.upper() if mode in ("La", "RGBa") else "LA" if mode == "L" else "RGBA")
+        alpha = np.asarray(image.getchannel("A"))  # one byte a pixel: no copy of the whole photo
     return None if alpha.min(initial=255) == 255 else alpha
 
 
