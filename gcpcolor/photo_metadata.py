@@ -29,7 +29,6 @@ from .version import __version__
 
 logger = logging.getLogger(__name__)
 
-ORIENTATION_TAG = 0x0112
 SOFTWARE_TAG = 0x0131
 #: A JPEG's EXIF segment holds at most 64 KiB; larger EXIF (maker notes) is left out there.
 MAX_JPEG_EXIF_BYTES = 65_000
@@ -73,8 +72,26 @@ def _upright_xmp(xmp: object) -> bytes | None:
     return xmp
 
 
+#: The main EXIF directory's tags that describe the photo rather than its file, the only ones
+#: carried: a TIFF's directory also holds its own layout (size, strips, compression, ICC profile),
+#: which would be false for the result.
+DESCRIPTIVE_TAGS = frozenset({
+    0x010E,  # ImageDescription
+    0x010F, 0x0110,  # Make, Model (camera or scanner)
+    0x011A, 0x011B, 0x0128,  # XResolution, YResolution, ResolutionUnit
+    0x0132,  # DateTime
+    0x013B,  # Artist
+    0x8298,  # Copyright
+    0x83BB,  # IPTC-NAA
+    0x4746, 0x4749,  # Rating, RatingPercent
+    0x9C9B, 0x9C9C, 0x9C9D, 0x9C9E, 0x9C9F,  # Windows title, comment, author, keywords, subject
+    0x8769, 0x8825,  # pointers to the Exif (dates, exposure) and GPS directories
+})
+
+
 def _derivative_exif(exif: Image.Exif) -> bytes:
-    exif.pop(ORIENTATION_TAG, None)
+    for tag in [tag for tag in exif if tag not in DESCRIPTIVE_TAGS]:
+        del exif[tag]  # the orientation among them: the pixels are upright already
     exif[SOFTWARE_TAG] = software_name()
     return exif.tobytes()
 

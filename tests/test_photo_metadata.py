@@ -216,3 +216,18 @@ def test_api_results_of_a_transparent_file_save_with_its_alpha(tmp_path, demo_co
     result.save(tmp_path / "color.png")
     with Image.open(tmp_path / "color.png") as colorized:
         np.testing.assert_array_equal(np.asarray(colorized.getchannel("A")), alpha)
+
+
+def test_a_tiff_scan_passes_its_description_but_not_its_file_layout(tmp_path):
+    """A TIFF's main directory is also its layout (size, strips, compression): none of it may
+    reach a result of another size and format; the caption and the scanner do."""
+    pixels = (np.random.default_rng(6).random((24, 40)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "scan.tif", dpi=(1200, 1200), compression="tiff_lzw",
+                                 tiffinfo={DESCRIPTION: "Harbour, 1908", 0x0110: "Epson V850"})
+    metadata = read_metadata(tmp_path / "scan.tif")
+    save_image(np.zeros((10, 12, 3), np.uint8), tmp_path / "result.jpg", metadata=metadata)
+    with Image.open(tmp_path / "result.jpg") as written:
+        exif = written.getexif()
+        assert exif[DESCRIPTION] == "Harbour, 1908" and exif[0x0110] == "Epson V850"
+        assert not {0x0100, 0x0101, 0x0103, 0x0111, 0x0117} & set(exif)  # width, height, compression, strips
+        assert written.info["dpi"] == pytest.approx((1200, 1200))
