@@ -34,13 +34,13 @@ from .image_io import (
     copy_image_file,
     find_images,
     is_out_of_memory,
-    load_alpha,
+    load_metadata_and_alpha,
     load_pixels,
     one_line_message,
     output_path,
     save_image,
 )
-from .photo_metadata import PhotoMetadata, read_metadata
+from .photo_metadata import PhotoMetadata
 from .web import MAX_SEED, MAX_SIGMA
 from .weights import remove_stale_temporaries
 
@@ -88,7 +88,7 @@ class _Job:
     target: Path
     outputs: list[Path] = field(default_factory=list)  # every file this photo's run writes
     rgb: np.ndarray | None = None
-    metadata: PhotoMetadata | None = None  # the original's DPI and EXIF, for its results
+    metadata: PhotoMetadata | None = None  # the original's DPI, EXIF and XMP, for its results
     alpha: np.ndarray | None = None  # the original's transparency, for its results
 
 
@@ -408,8 +408,7 @@ def colorize(
         nonlocal failures
         try:
             job.rgb = load_pixels(job.source)
-            job.metadata = read_metadata(job.source)
-            job.alpha = load_alpha(job.source)
+            job.metadata, job.alpha = load_metadata_and_alpha(job.source)
             return True
         except ImageInputError as exc:
             _echo_err(f"error: {exc}")

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
-from .photo_metadata import MAX_JPEG_EXIF_BYTES, PhotoMetadata, software_name
+from .photo_metadata import PhotoMetadata, read_metadata, software_name
 from .weights import temporary_path
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ _FORMAT_MODES: dict[str, frozenset[str]] = {
 _ALPHA_FORMATS = frozenset({"BMP", "PNG", "TIFF", "WEBP"})
 #: Formats whose results carry the photo's transparency (BMP's alpha is read by too few programs).
 _TRANSPARENT_RESULT_FORMATS = frozenset({"PNG", "TIFF", "WEBP"})
+#: A JPEG's EXIF segment holds at most 64 KiB; larger EXIF (maker notes) is left out there.
+MAX_JPEG_EXIF_BYTES = 65_000
 
 # PIL's decompression-bomb limit is a module global that is also consulted while decoding
 # (TIFF tiles, GIF frames), so it is swapped for our limit around the whole open+decode.
@@ -281,6 +283,12 @@ def load_alpha(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             image = image.convert(mode.upper() if mode in ("La", "RGBa") else "LA" if mode == "L" else "RGBA")
         alpha = np.asarray(image.getchannel("A"))  # one byte a pixel: no copy of the whole photo
     return None if alpha.min(initial=255) == 255 else alpha
+
+
+def load_metadata_and_alpha(path: str | Path) -> tuple[PhotoMetadata, np.ndarray | None]:
+    """What a photo file passes on to its results besides its pixels: its metadata
+    (`photo_metadata.read_metadata`) and its transparency (`load_alpha`)."""
+    return read_metadata(path), load_alpha(path)
 
 
 # Modes whose pixels numpy can take as they are (a copy at most); the others are converted strip

@@ -30,8 +30,6 @@ from .version import __version__
 logger = logging.getLogger(__name__)
 
 SOFTWARE_TAG = 0x0131
-#: A JPEG's EXIF segment holds at most 64 KiB; larger EXIF (maker notes) is left out there.
-MAX_JPEG_EXIF_BYTES = 65_000
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ def _derivative_exif(exif: Image.Exif) -> bytes:
 
 
 def read_metadata(path: str | os.PathLike) -> PhotoMetadata:
-    """The DPI and EXIF of the photo file at `path`, ready for its colorized version."""
+    """The DPI, EXIF and XMP of the photo file at `path`, ready for its colorized version."""
     dpi, exif, xmp = None, None, None
     try:
         with Image.open(path) as image:
@@ -111,4 +109,4 @@ def read_metadata(path: str | os.PathLike) -> PhotoMetadata:
     return PhotoMetadata(dpi=dpi, exif=exif, xmp=xmp)
 
 
-__all__ = ["MAX_JPEG_EXIF_BYTES", "PhotoMetadata", "read_metadata", "software_name"]
+__all__ = ["DESCRIPTIVE_TAGS", "PhotoMetadata", "read_metadata", "software_name"]

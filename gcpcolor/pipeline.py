@@ -40,7 +40,7 @@ from . import image_io
 from .image_io import broken_result_reason, load_pixels, pixels_to_float_rgb, save_image
 from .image_processor import ImageProcessor, PreparedPhoto, check_pixels
 from .model import BackboneFeatures, GCPColorizationModel
-from .photo_metadata import PhotoMetadata, read_metadata
+from .photo_metadata import PhotoMetadata
 from .weights import (
     AUTHORS_FILES,
     BUNDLED_MODEL_DIR,
@@ -79,7 +79,7 @@ class ColorizeResult:
     #: The input's off-tone chroma, measured on first use and shared by all results of a photo:
     #: callers that decide about colour inputs themselves (the command line) never pay for it.
     measure_input_chroma: Callable[[], float] | None = field(default=None, repr=False)
-    #: The original file's DPI and EXIF, which `save` writes (photos given as a file path).
+    #: The original file's DPI, EXIF and XMP, which `save` writes (photos given as a file path).
     metadata: PhotoMetadata | None = field(default=None, repr=False)
     #: The original file's transparency (H, W) uint8, which `save` puts back in PNG, TIFF and
     #: WebP files (`pixels` are the photo composited over white, colorized); None when opaque.
@@ -135,8 +135,18 @@ class ColorizeResult:
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         """Write the full-resolution result; 16-bit photos give 16-bit PNG and TIFF files. A photo
-        read from a file passes on its DPI and EXIF (`photo_metadata`) and its transparency."""
+        read from a file passes on its DPI, EXIF and XMP (`photo_metadata`) and its transparency."""
         save_image(self.pixels, path, overwrite=overwrite, metadata=self.metadata, alpha=self.alpha)
+
+
+@dataclass(frozen=True)
+class _PhotoSource:
+    """What every result of one photo shares besides its pixels: the input's off-tone chroma as
+    a measure, and what the photo's file passes on (none for arrays and PIL images)."""
+
+    measure_input_chroma: Callable[[], float]
+    metadata: PhotoMetadata | None = None
+    alpha: np.ndarray | None = None
 
 
 def to_pixels(image: ImageLike) -> np.ndarray:
@@ -276,12 +286,17 @@ class Colorizer:
     def _prepare(self, image: ImageLike, resize_mode: str) -> PreparedPhoto:
         return self.processor.preprocess(to_pixels(image), resize_mode)
 
-    def _prepare_to_colorize(self, image: ImageLike, resize_mode: str) -> tuple[PreparedPhoto, Callable[[], float]]:
-        """The photo brought to the network's input, and its off-tone chroma as a measure (with
-        the colour-input warning, `_input_chroma`)."""
+    def _prepare_to_colorize(self, image: ImageLike, resize_mode: str) -> tuple[PreparedPhoto, _PhotoSource]:
+        """The photo brought to the network's input, and what its results share: its off-tone
+        chroma as a measure (with the colour-input warning, `_input_chroma`) and, for a file, its
+        metadata and transparency."""
         pixels = to_pixels(image)
         measure = self._input_chroma(pixels, image)
-        return self.processor.preprocess(pixels, resize_mode), measure
+        if isinstance(image, (str, os.PathLike)):
+            source = _PhotoSource(measure, *image_io.load_metadata_and_alpha(image))
+        else:
+            source = _PhotoSource(measure)
+        return self.processor.preprocess(pixels, resize_mode), source
 
     # ----------------------------------------------------------------- classes
     def resolve_classes(
@@ -352,18 +367,15 @@ class Colorizer:
     ) -> list[ColorizeResult]:
         """Colorize several photos in one forward pass (any sizes; each keeps its own)."""
         photos = [self._prepare_to_colorize(image, resize_mode) for image in images]
-        results = self._colorize_prepared([prepared for prepared, _ in photos], class_ids, latents,
-                                          [measure for _, measure in photos])
-        for image, result in zip(images, results):
-            result.metadata, result.alpha = _file_metadata(image)
-        return results
+        return self._colorize_prepared([prepared for prepared, _ in photos], class_ids, latents,
+                                       [source for _, source in photos])
 
     def _colorize_prepared(
         self,
         prepared: Sequence[PreparedPhoto],
         class_ids: Sequence[ClassSpec] | ClassSpec,
         latents: torch.Tensor | None,
-        chroma_measures: Sequence[Callable[[], float]],
+        sources: Sequence[_PhotoSource],
     ) -> list[ColorizeResult]:
         """colorize_batch for photos already brought to the network's input (once per photo, however
         many results are made of it)."""
@@ -389,7 +401,9 @@ class Colorizer:
                 z=output.z[i].float().cpu(),
                 num_classes=self.config.biggan.n_classes,
                 compose=functools.partial(self.processor.postprocess, p, ab[i : i + 1]),
-                measure_input_chroma=chroma_measures[i],
+                measure_input_chroma=sources[i].measure_input_chroma,
+                metadata=sources[i].metadata,
+                alpha=sources[i].alpha,
             )
             for i, p in enumerate(prepared)
         ]
@@ -461,7 +475,7 @@ class Colorizer:
         """
         if samples < 1:
             raise ValueError("samples must be >= 1")
-        prepared, measure = self._prepare_to_colorize(image, resize_mode)
+        prepared, source = self._prepare_to_colorize(image, resize_mode)
         generator = torch.Generator().manual_seed(seed)
         results = []
         for spec in list(class_ids) if class_ids else [None]:
@@ -469,10 +483,7 @@ class Colorizer:
             noise = torch.randn((samples, z.shape[1]), generator=generator).to(z)
             latents = z + sigma * noise
             results.extend(self._colorize_prepared([prepared] * samples, [class_id] * samples, latents,
-                                                   [measure] * samples))
-        metadata, alpha = _file_metadata(image)
-        for result in results:
-            result.metadata, result.alpha = metadata, alpha
+                                                   [source] * samples))
         return results
 
     @torch.no_grad()
@@ -489,7 +500,7 @@ class Colorizer:
         """Walk z along latent-deformator direction `direction` over [-shift, shift] in `steps`."""
         if steps < 2:
             raise ValueError("steps must be >= 2")
-        prepared, measure = self._prepare_to_colorize(image, resize_mode)
+        prepared, source = self._prepare_to_colorize(image, resize_mode)
         z, resolved = self._invert_prepared(prepared, class_id)
         shifts = torch.linspace(-shift, shift, steps)
         walked = self.model.shift_latent(z, direction, shifts)
@@ -497,10 +508,7 @@ class Colorizer:
         for start in range(0, steps, max(1, batch_size)):
             chunk = walked[start : start + batch_size]
             frames.extend(self._colorize_prepared([prepared] * len(chunk), [resolved] * len(chunk), chunk,
-                                                  [measure] * len(chunk)))
-        metadata, alpha = _file_metadata(image)
-        for frame in frames:
-            frame.metadata, frame.alpha = metadata, alpha
+                                                  [source] * len(chunk)))
         return frames
 
 
@@ -529,14 +537,6 @@ def _stacklevel_outside_package() -> int:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(packages):
         frame, level = frame.f_back, level + 1
     return level
-
-
-def _file_metadata(image: ImageLike) -> tuple[PhotoMetadata | None, np.ndarray | None]:
-    """The DPI and EXIF, and the transparency, that results of `image` pass on: a photo file's;
-    none for arrays and PIL images."""
-    if not isinstance(image, (str, os.PathLike)):
-        return None, None
-    return read_metadata(image), image_io.load_alpha(image)
 
 
 def _to_images(batch: torch.Tensor) -> list[np.ndarray]:

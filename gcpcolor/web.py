@@ -20,12 +20,11 @@ from .image_io import (
     ImageInputError,
     encode_image,
     is_out_of_memory,
-    load_alpha,
+    load_metadata_and_alpha,
     load_pixels,
     one_line_message,
     to_8_bit,
 )
-from .photo_metadata import read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -201,8 +200,8 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
                     path = Path(folder) / "upload"
                     path.write_bytes(body)
                     rgb = load_pixels(path)
-                    # the download keeps what the command line keeps: DPI, EXIF, transparency
-                    metadata, alpha = read_metadata(path), load_alpha(path)
+                    # the download keeps what the command line keeps: DPI, EXIF, XMP, transparency
+                    metadata, alpha = load_metadata_and_alpha(path)
             except ImageInputError as exc:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(exc).replace(str(path), "upload")) from None
             try:

@@ -55,18 +55,16 @@ def build_model(config: TrainConfig, guidance: Guidance, needs_encoder: bool) ->
             # network); every network whose layout stays the same keeps its trained weights.
             model_config = config_from_dict(ColorizerConfig, _deep_merge(config_to_dict(source.config), config.model))
         model = GCPColorizationModel(model_config, guidance)
-        kept = ("generator", "discriminator", "encoder", "deformator", "class_predictor")
-        if not prior.fresh_stage2:
-            kept += ("correspondence",)
-        for name in kept:
+        for name in ("generator", "discriminator", "encoder", "deformator", "class_predictor"):
             _copy_matching_weights(source, model, name)
         if isinstance(model.class_predictor, SemanticClassProbe) and isinstance(source.class_predictor, LightnessCentroidClassifier):
             # the probe reads the lightness thumbnail standardised as the prior's clustering did
             model.class_predictor.lightness.load_state_dict(source.class_predictor.state_dict())
+        kept_colorization = False
         if prior.fresh_stage2:
             logger.info("fresh_stage2: the correspondence and colorization networks start from scratch")
-            kept_colorization = False
         else:
+            _copy_matching_weights(source, model, "correspondence")
             kept_colorization = _copy_matching_weights(source, model, "colorization_net")
             if not kept_colorization:
                 logger.info("the colorization network changed (guidance %s or its config): it starts from scratch", guidance.value)
