@@ -257,6 +257,10 @@ def _failure_message(error: Exception, activity: str = "colorizing") -> str:
               help="How the photo is fit to the 256² working size: pad keeps its shape (reflection padding); "
                    "stretch squashes it exactly as the authors' code does, with their Lab constants. "
                    "The output keeps its own size either way.")
+@click.option("--reference", "reference_path", type=click.Path(dir_okay=False),
+              help="A colour photo whose colours the results follow in place of the GAN's exemplar: the "
+                   "correspondence network matches its content to each photo's (models trained with image "
+                   "guidance only). One result per photo.")
 @click.option("--save-exemplar", is_flag=True, help="Also save the GAN exemplar and its warped version.")
 @click.option("--suffix", default="_color", show_default=True, callback=_file_name_suffix,
               help="Added to output file names.")
@@ -271,8 +275,8 @@ def _failure_message(error: Exception, activity: str = "colorizing") -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def colorize(
     inputs, output, weights, demo, class_specs, classifier, classifier_weights, samples, sigma, seed, direction,
-    shift, steps, device, backend, onnx_path, batch_size, resize_mode, save_exemplar, suffix, extension, recursive,
-    overwrite, skip_existing, keep_color, quiet,
+    shift, steps, device, backend, onnx_path, batch_size, resize_mode, reference_path, save_exemplar, suffix, extension,
+    recursive, overwrite, skip_existing, keep_color, quiet,
 ):
     """Colorize photos: files, folders (recursively) and glob patterns.
 
@@ -310,6 +314,9 @@ def colorize(
         device = "cpu"
     elif onnx_path:
         raise CommandError("--onnx goes with --backend onnxruntime")
+    if reference_path and (direction is not None or samples > 1 or len(class_ids) > 1 or backend == "onnxruntime"):
+        raise CommandError("--reference makes one result per photo with --backend pytorch: it does not combine "
+                           "with --samples, --direction, several --class or --backend onnxruntime")
     colorizer = _load_colorizer(weights, demo, device, classifier, classifier_weights)
     colorizer.warn_on_color_input = False  # reported here, on one line, before colorizing
     if colorizer.is_demo:
@@ -326,6 +333,15 @@ def colorize(
             colorizer.class_index(spec)
     except ClassNotFoundError as exc:
         raise CommandError(f"--class: {exc}") from None
+    reference = None
+    if reference_path:
+        if not colorizer.takes_reference:
+            raise CommandError(f"--reference: this model cannot follow a reference photo (guidance "
+                               f"{colorizer.model.guidance.value!r}; models trained with guidance 'image' can)")
+        try:
+            reference = load_pixels(reference_path)
+        except ImageInputError as exc:
+            raise CommandError(f"--reference: {exc}") from None
     if direction is not None:
         deformator = colorizer.model.deformator
         if deformator is None:
@@ -483,14 +499,15 @@ def colorize(
             results = None
             if len(batch) > 1:
                 try:
-                    results = colorizer.colorize_batch([job.rgb for job in batch], class_spec, resize_mode=resize_mode)
+                    results = colorizer.colorize_batch([job.rgb for job in batch], class_spec, resize_mode=resize_mode,
+                                                       reference=reference)
                 except Exception:
                     pass  # one photo may be at fault, or the batch may not fit in memory: see below
             if results is None:
                 # One by one, so that only a photo that fails on its own is reported.
                 for job in batch:
                     attempt(job, lambda job=job: write_results(
-                        job, [colorizer.colorize(job.rgb, class_spec, resize_mode=resize_mode)]))
+                        job, [colorizer.colorize(job.rgb, class_spec, resize_mode=resize_mode, reference=reference)]))
             else:
                 for job, result in zip(batch, results):
                     attempt(job, lambda job=job, result=result: write_results(job, [result]))

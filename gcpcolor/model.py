@@ -127,6 +127,11 @@ class GCPColorizationModel(nn.Module):
         prior_channels = [c for _, c in sorted(self.config.biggan.feature_channels.items())]
         return dict(zip(REFERENCE_RESOLUTIONS, prior_channels))
 
+    @property
+    def takes_reference(self) -> bool:
+        """Whether a colour photo can stand in for the prior's exemplar (see `forward`)."""
+        return self.guidance is Guidance.IMAGE
+
     def to_prior_resolution(self, images: torch.Tensor) -> torch.Tensor:
         """Photos at the working size, resized to what the prior networks were trained on."""
         return resample_square(images, self.prior_resolution)
@@ -195,16 +200,24 @@ class GCPColorizationModel(nn.Module):
         class_ids: torch.Tensor,
         z: torch.Tensor | None = None,
         backbone_features: BackboneFeatures | None = None,
+        reference: torch.Tensor | None = None,
+        use_reference: torch.Tensor | None = None,
     ) -> ForwardOutput:
         """Colorize gray inputs `l_input` = L/50 - 1, shape (B, 1, S, S), S = work size.
 
         `backbone_features`: `backbone_features(l_input)` when the caller computed them already
-        (for the class prediction); ignored by networks without a backbone."""
+        (for the class prediction); ignored by networks without a backbone.
+        `reference`: colour photos (B, 3, h, w, RGB in [-1, 1]) that stand in for the prior's
+        exemplar, aligned to the gray photos by the correspondence network like an exemplar;
+        `use_reference` (B,) bool picks the photos that take them (default: all). Only image
+        guidance can take a photo: the other guidances read the generator's own features."""
         if z is None:
             with torch.no_grad():
                 z = self.invert(l_input, class_ids)
         with torch.no_grad():
             prior_exemplar, prior_features = self.generator.generate(z, class_ids)
+            if reference is not None:
+                prior_exemplar = self._with_reference(prior_exemplar, reference, use_reference)
             gray_features = self.correspondence_features(l_input)
             exemplar_features = self.correspondence_features(prior_exemplar)
 
@@ -246,6 +259,21 @@ class GCPColorizationModel(nn.Module):
             gray_embedding=gray_embedding,
             ab_logits=logits,
         )
+
+    def _with_reference(
+        self, prior_exemplar: torch.Tensor, reference: torch.Tensor, use_reference: torch.Tensor | None
+    ) -> torch.Tensor:
+        if not self.takes_reference:
+            raise ValueError(
+                f"a reference photo guides models with guidance 'image' only; this one has {self.guidance.value!r}"
+            )
+        if reference.ndim != 4 or reference.shape[1] != 3 or reference.shape[0] != prior_exemplar.shape[0]:
+            raise ValueError(f"reference must be (B, 3, h, w) with B = {prior_exemplar.shape[0]}, got {tuple(reference.shape)}")
+        # At the prior's resolution the reference is matched and warped exactly as an exemplar is.
+        reference = resample_square(reference.to(prior_exemplar), prior_exemplar.shape[-1])
+        if use_reference is None:
+            return reference
+        return torch.where(use_reference.to(prior_exemplar.device).view(-1, 1, 1, 1), reference, prior_exemplar)
 
     def shift_latent(self, z: torch.Tensor, direction: int, shifts: torch.Tensor) -> torch.Tensor:
         """z (1, dim_z) walked along deformator direction `direction`: (len(shifts), dim_z)."""

@@ -39,7 +39,7 @@ from .errors import InvalidResultError, MissingWeightsError
 from . import image_io
 from .image_io import broken_result_reason, load_pixels, pixels_to_float_rgb, save_image
 from .image_processor import ImageProcessor, PreparedPhoto, check_pixels
-from .model import BackboneFeatures, GCPColorizationModel
+from .model import BackboneFeatures, GCPColorizationModel, resample_square
 from .photo_metadata import PhotoMetadata
 from .weights import (
     AUTHORS_FILES,
@@ -364,11 +364,32 @@ class Colorizer:
         class_ids: Sequence[ClassSpec] | ClassSpec = None,
         resize_mode: str = "pad",
         latents: torch.Tensor | None = None,
+        reference: ImageLike | None = None,
     ) -> list[ColorizeResult]:
-        """Colorize several photos in one forward pass (any sizes; each keeps its own)."""
+        """Colorize several photos in one forward pass (any sizes; each keeps its own).
+
+        `reference`: a colour photo whose colours every result should follow, in place of the
+        prior's exemplar (models with `takes_reference` only; see `reference_input`)."""
         photos = [self._prepare_to_colorize(image, resize_mode) for image in images]
+        reference_input = None if reference is None else self.reference_input(reference)
         return self._colorize_prepared([prepared for prepared, _ in photos], class_ids, latents,
-                                       [source for _, source in photos])
+                                       [source for _, source in photos], reference_input)
+
+    @property
+    def takes_reference(self) -> bool:
+        """Whether this model can follow a reference photo of the user's (image guidance)."""
+        return self.model.takes_reference
+
+    def reference_input(self, reference: ImageLike) -> torch.Tensor:
+        """A colour photo as the model's reference: (1, 3, R, R) RGB in [-1, 1] at the prior's
+        resolution R, where it is matched to the gray photo and warped as an exemplar is."""
+        if not self.takes_reference:
+            raise ValueError(
+                f"this model cannot follow a reference photo (its guidance is {self.model.guidance.value!r}; "
+                "a model trained with guidance 'image' can)"
+            )
+        rgb = torch.from_numpy(to_rgb_array(reference)).permute(2, 0, 1)[None]
+        return resample_square(rgb * 2 - 1, self.model.prior_resolution).to(self.device)
 
     def _colorize_prepared(
         self,
@@ -376,6 +397,7 @@ class Colorizer:
         class_ids: Sequence[ClassSpec] | ClassSpec,
         latents: torch.Tensor | None,
         sources: Sequence[_PhotoSource],
+        reference: torch.Tensor | None = None,
     ) -> list[ColorizeResult]:
         """colorize_batch for photos already brought to the network's input (once per photo, however
         many results are made of it)."""
@@ -387,9 +409,11 @@ class Colorizer:
             raise ValueError(f"{len(prepared)} images but {len(class_ids)} class ids")
         work = torch.cat([p.work_input for p in prepared]).to(self.device)
         if self.onnx_network is not None:
+            if reference is not None:
+                raise ValueError("a reference photo needs the PyTorch backend")
             output, classes = self._run_onnx(work, list(class_ids), latents)
         else:
-            output, classes = self._run_torch(work, list(class_ids), latents)
+            output, classes = self._run_torch(work, list(class_ids), latents, reference)
         exemplars = _to_images(output.exemplar)
         warped = _to_images(output.warped_exemplar)
         ab = output.ab.detach().float().cpu()  # one transfer for the batch, not one per photo
@@ -408,13 +432,17 @@ class Colorizer:
             for i, p in enumerate(prepared)
         ]
 
-    def _run_torch(self, work: torch.Tensor, class_ids: list[ClassSpec], latents: torch.Tensor | None):
+    def _run_torch(self, work: torch.Tensor, class_ids: list[ClassSpec], latents: torch.Tensor | None,
+                   reference: torch.Tensor | None = None):
         with self.network_precision():
             # One backbone pass serves both the class probe and the colorization network.
             backbone_features = self.model.backbone_features(work)
             classes = self.resolve_classes(class_ids, work, backbone_features)
             z = None if latents is None else latents.to(self.device)
-            return self.model(work, classes, z=z, backbone_features=backbone_features), classes
+            if reference is not None:
+                reference = reference.expand(len(work), -1, -1, -1)
+            output = self.model(work, classes, z=z, backbone_features=backbone_features, reference=reference)
+            return output, classes
 
     def _run_onnx(self, work: torch.Tensor, class_ids: list[ClassSpec], latents: torch.Tensor | None):
         if latents is not None:
@@ -446,9 +474,11 @@ class Colorizer:
         self.onnx_network = OnnxNetwork(onnx_path, threads=threads)
         return Path(onnx_path)
 
-    def colorize(self, image: ImageLike, class_id: ClassSpec = None, resize_mode: str = "pad") -> ColorizeResult:
-        """Colorize one photo at its full resolution."""
-        return self.colorize_batch([image], [class_id], resize_mode=resize_mode)[0]
+    def colorize(
+        self, image: ImageLike, class_id: ClassSpec = None, resize_mode: str = "pad", reference: ImageLike | None = None
+    ) -> ColorizeResult:
+        """Colorize one photo at its full resolution (`reference`: see `colorize_batch`)."""
+        return self.colorize_batch([image], [class_id], resize_mode=resize_mode, reference=reference)[0]
 
     @torch.no_grad()
     def invert(self, image: ImageLike, class_id: ClassSpec = None, resize_mode: str = "pad") -> tuple[torch.Tensor, int]:

@@ -67,7 +67,7 @@ def build_model(config: TrainConfig, guidance: Guidance, needs_encoder: bool) ->
             _copy_matching_weights(source, model, "correspondence")
             kept_colorization = _copy_matching_weights(source, model, "colorization_net")
             if not kept_colorization:
-                logger.info("the colorization network changed (guidance %s or its config): it starts from scratch", guidance.value)
+                kept_colorization = _copy_same_shaped_layers(source.colorization_net, model.colorization_net)
         _load_pretrained_backbone(model, keep=kept_colorization)
         return model
 
@@ -114,6 +114,19 @@ def _copy_matching_weights(source: GCPColorizationModel, model: GCPColorizationM
     if set(target) != set(state) or any(target[k].shape != state[k].shape for k in target):
         return False
     mine.load_state_dict(state)
+    return True
+
+
+def _copy_same_shaped_layers(source: nn.Module, target: nn.Module) -> bool:
+    """When a new guidance changes only the layers that read the reference, every other layer
+    of the same network keeps its trained weights; True when anything was kept."""
+    state, mine = source.state_dict(), target.state_dict()
+    if set(state) != set(mine):
+        logger.info("the colorization network's layout changed: it starts from scratch")
+        return False
+    restarted = sorted(k for k in mine if mine[k].shape != state[k].shape)
+    target.load_state_dict({k: (mine[k] if k in restarted else state[k]) for k in mine})
+    logger.info("the colorization network keeps its trained weights but for %s", ", ".join(restarted))
     return True
 
 

@@ -159,6 +159,11 @@ class Stage2Config:
     #: labelled photos to fit an "imagenet_probe" class predictor on before training (its
     #: labels are the prior's classes, e.g. the pseudo_classes.csv of `train-prior`)
     class_probe_data: DataConfig | None = None
+    #: share of the photos whose exemplar is their own true colours (mirrored at random) instead
+    #: of the prior's, for guidance "image": a network trained only on the prior's exemplars
+    #: learns to ignore a weak prior; one that also sees references that match the truth learns
+    #: to follow its reference, and so to vary with the prior's samples and a user's photo
+    truth_reference: float = 0.0
 
 
 # --------------------------------------------------------------------------- stage 0, the prior
@@ -306,6 +311,10 @@ def validate_train_config(config: TrainConfig) -> None:
             problems.append(f"feature_extractor must be one of {', '.join(FEATURE_EXTRACTORS)}")
         if config.contextual_max_positions is not None and config.contextual_max_positions < 1:
             problems.append("contextual_max_positions must be >= 1")
+        if not 0.0 <= config.truth_reference <= 1.0:
+            problems.append(f"truth_reference must be in [0, 1], got {config.truth_reference}")
+        elif config.truth_reference and config.guidance != Guidance.IMAGE.value:
+            problems.append("truth_reference needs guidance: image (the other guidances read the generator's features, which a photo has not)")
         if config.class_source not in CLASS_SOURCES:
             problems.append(f"class_source must be one of {', '.join(CLASS_SOURCES)}, got {config.class_source!r}")
     if problems:

@@ -66,10 +66,15 @@ class ColorizerForward(nn.Module):
         class_ids: torch.Tensor,
         truth_rgb: torch.Tensor,
         backbone_features: BackboneFeatures | None = None,
+        reference: torch.Tensor | None = None,
+        use_reference: torch.Tensor | None = None,
     ) -> tuple[ForwardOutput, torch.Tensor]:
-        """The colorization of `l_input` and the correspondence embedding of the true colours."""
+        """The colorization of `l_input` and the correspondence embedding of the true colours;
+        `reference` and `use_reference` as `GCPColorizationModel.forward` takes them."""
         model = self._model[0]
-        output = model(l_input, class_ids, backbone_features=backbone_features)
+        output = model(
+            l_input, class_ids, backbone_features=backbone_features, reference=reference, use_reference=use_reference
+        )
         # No loss uses the warped exemplar (it is for display). Returned with its graph, it would
         # make DDP expect gradients for the matching layers even where the guidance leaves them
         # unused (none, unaligned), and their bucket would never be all-reduced.
@@ -202,8 +207,11 @@ class ColorizationTrainer(Trainer):
         weights = self.config.loss
         # Networks run under autocast; colour conversion and losses in float32, where the
         # contextual loss's relative distances and the Lab round trip keep their precision.
+        reference, use_reference = self._truth_references(rgb)
         with self.autocast():
-            output, truth_embedding = self.wrapped_colorizer(l_input, class_ids, rgb, backbone_features)
+            output, truth_embedding = self.wrapped_colorizer(
+                l_input, class_ids, rgb, backbone_features, reference, use_reference
+            )
         fake_lab = torch.cat([lab[:, :1], output.ab.float()], dim=1)
         output_rgb = lab_to_rgb(fake_lab)
         exemplar_rgb = ((output.exemplar.float() + 1) / 2).clamp(0, 1)
@@ -237,6 +245,19 @@ class ColorizationTrainer(Trainer):
             "truth": rgb,
         }
         return terms, fake_lab, visuals
+
+    def _truth_references(self, rgb: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(reference photos in [-1, 1], which photos use them) for `truth_reference`: each
+        photo's own colours, mirrored for half of them so that the correspondence network has
+        to find the match rather than copy the layout; (None, None) when the share is 0."""
+        share = self.config.truth_reference
+        if not share:
+            return None, None
+        count = rgb.shape[0]
+        use_reference = torch.rand(count, device=rgb.device) < share
+        mirror = (torch.rand(count, device=rgb.device) < 0.5).view(-1, 1, 1, 1)
+        reference = torch.where(mirror, rgb.flip(-1), rgb) * 2 - 1
+        return reference, use_reference
 
     def discriminator_loss(self, real_lab: torch.Tensor, fake_lab: torch.Tensor) -> torch.Tensor:
         """LSGAN loss of the PatchGAN on real and (detached) predicted Lab, in one pass."""
