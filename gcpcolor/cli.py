@@ -339,7 +339,7 @@ def colorize(
             raise CommandError(f"--reference: this model cannot follow a reference photo (guidance "
                                f"{colorizer.model.guidance.value!r}; models trained with guidance 'image' can)")
         try:
-            reference = load_pixels(reference_path)
+            reference = colorizer.prepare_reference(load_pixels(reference_path))
         except ImageInputError as exc:
             raise CommandError(f"--reference: {exc}") from None
     if direction is not None:

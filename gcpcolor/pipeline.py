@@ -178,6 +178,13 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
     return pixels_to_float_rgb(to_pixels(image))
 
 
+@dataclass(frozen=True)
+class ReferencePhoto:
+    """A reference photo prepared by `Colorizer.prepare_reference`: (1, 3, R, R) RGB in [-1, 1]."""
+
+    network_input: torch.Tensor
+
+
 class Colorizer:
     """Colorize photos with GCP-Colorization. Holds the model on one device, in eval mode.
 
@@ -364,32 +371,35 @@ class Colorizer:
         class_ids: Sequence[ClassSpec] | ClassSpec = None,
         resize_mode: str = "pad",
         latents: torch.Tensor | None = None,
-        reference: ImageLike | None = None,
+        reference: "ImageLike | ReferencePhoto | None" = None,
     ) -> list[ColorizeResult]:
         """Colorize several photos in one forward pass (any sizes; each keeps its own).
 
         `reference`: a colour photo whose colours every result should follow, in place of the
-        prior's exemplar (models with `takes_reference` only; see `reference_input`)."""
+        prior's exemplar (models with `takes_reference` only), or the `prepare_reference` of one."""
         photos = [self._prepare_to_colorize(image, resize_mode) for image in images]
-        reference_input = None if reference is None else self.reference_input(reference)
+        if reference is not None and not isinstance(reference, ReferencePhoto):
+            reference = self.prepare_reference(reference)
         return self._colorize_prepared([prepared for prepared, _ in photos], class_ids, latents,
-                                       [source for _, source in photos], reference_input)
+                                       [source for _, source in photos],
+                                       None if reference is None else reference.network_input.to(self.device))
 
     @property
     def takes_reference(self) -> bool:
         """Whether this model can follow a reference photo of the user's (image guidance)."""
         return self.model.takes_reference
 
-    def reference_input(self, reference: ImageLike) -> torch.Tensor:
-        """A colour photo as the model's reference: (1, 3, R, R) RGB in [-1, 1] at the prior's
-        resolution R, where it is matched to the gray photo and warped as an exemplar is."""
+    def prepare_reference(self, reference: ImageLike) -> "ReferencePhoto":
+        """A colour photo brought to the model's reference input once, for any number of photos:
+        RGB at the prior's resolution, where it is matched to each gray photo and warped as an
+        exemplar is."""
         if not self.takes_reference:
             raise ValueError(
                 f"this model cannot follow a reference photo (its guidance is {self.model.guidance.value!r}; "
                 "a model trained with guidance 'image' can)"
             )
         rgb = torch.from_numpy(to_rgb_array(reference)).permute(2, 0, 1)[None]
-        return resample_square(rgb * 2 - 1, self.model.prior_resolution).to(self.device)
+        return ReferencePhoto(resample_square(rgb * 2 - 1, self.model.prior_resolution))
 
     def _colorize_prepared(
         self,
@@ -475,7 +485,8 @@ class Colorizer:
         return Path(onnx_path)
 
     def colorize(
-        self, image: ImageLike, class_id: ClassSpec = None, resize_mode: str = "pad", reference: ImageLike | None = None
+        self, image: ImageLike, class_id: ClassSpec = None, resize_mode: str = "pad",
+        reference: "ImageLike | ReferencePhoto | None" = None,
     ) -> ColorizeResult:
         """Colorize one photo at its full resolution (`reference`: see `colorize_batch`)."""
         return self.colorize_batch([image], [class_id], resize_mode=resize_mode, reference=reference)[0]

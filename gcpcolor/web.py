@@ -6,10 +6,12 @@ request body; options travel in the query string; the answer is the colorized PN
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
 import threading
+from collections import OrderedDict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,6 +42,9 @@ MAX_SIGMA = 10.0
 PAGE_TIMEOUT_SECONDS = 300
 #: How long a request thread waits for a client that announced more bytes than it sends.
 SOCKET_TIMEOUT_SECONDS = 60
+#: Reference photos the server keeps (each a few kilobytes at the prior's resolution), so that a
+#: page may colorize several photos after one upload of its reference.
+MAX_KEPT_REFERENCES = 16
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>gcpcolor</title>
@@ -55,6 +60,8 @@ PAGE = """<!doctype html>
 <label>seed <input id="seed" type="number" value="0" style="width:5em"></label>
 <label>variation &sigma; <input id="sigma" type="number" value="0" step="0.1" min="0" style="width:5em"></label>
 <button id="go">Colorize</button></p>
+<p id="reference-row" __REFERENCE_HIDDEN__><label>colours from (optional) <input type="file" id="reference" accept="image/*"></label>
+a colour photo whose colours the result follows in place of the prior's exemplar</p>
 <p id="status"></p>
 <div class="row"><figure><img id="before" alt=""><figcaption>input</figcaption></figure>
 <figure><img id="after" alt=""><figcaption id="caption">result</figcaption></figure></div>
@@ -75,6 +82,12 @@ $("go").onclick = async () => {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), __TIMEOUT_SECONDS__ * 1000);
   try {
+    const reference = $("reference").files[0];
+    if (reference) {
+      const sent = await fetch("/reference", {method: "POST", body: reference, signal: controller.signal});
+      if (!sent.ok) { $("status").textContent = "Reference photo: " + await errorMessage(sent); return; }
+      query.set("reference", (await sent.json()).reference);
+    }
     const response = await fetch("/colorize?" + query, {method: "POST", body: file, signal: controller.signal});
     if (!response.ok) { $("status").textContent = await errorMessage(response); return; }
     const url = URL.createObjectURL(await response.blob());
@@ -105,7 +118,9 @@ class RequestError(Exception):
 
 def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler]:
     demo_note = " <b>DEMO MODE: untrained weights, colours are meaningless.</b>" if colorizer.is_demo else ""
-    page = PAGE.replace("__DEMO__", demo_note).replace("__TIMEOUT_SECONDS__", str(PAGE_TIMEOUT_SECONDS)).encode()
+    page = (PAGE.replace("__DEMO__", demo_note).replace("__TIMEOUT_SECONDS__", str(PAGE_TIMEOUT_SECONDS))
+            .replace("__REFERENCE_HIDDEN__", "" if colorizer.takes_reference else "hidden").encode())
+    references: OrderedDict[str, object] = OrderedDict()  # id -> the model's reference input, newest last
 
     class Handler(BaseHTTPRequestHandler):
         timeout = SOCKET_TIMEOUT_SECONDS
@@ -136,7 +151,10 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
         def do_POST(self) -> None:
             # Every request gets an answer: a dropped connection leaves the page waiting.
             try:
-                self._colorize_request()
+                if urlparse(self.path).path == "/reference":
+                    self._reference_request()
+                else:
+                    self._colorize_request()
                 return
             except RequestError as exc:
                 status, message = exc.status, str(exc)
@@ -178,6 +196,34 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"the photo was cut off after {len(body)} of {length} bytes")
             return body
 
+        def _read_photo(self, body: bytes, what: str):
+            """(pixels, metadata, alpha) of an uploaded photo; a one-line 400 for what cannot be read."""
+            try:
+                # load_pixels reads files: it is the one place that knows every odd photo format.
+                with tempfile.TemporaryDirectory() as folder:
+                    path = Path(folder) / what
+                    path.write_bytes(body)
+                    rgb = load_pixels(path)
+                    # the download keeps what the command line keeps: DPI, EXIF, XMP, transparency
+                    metadata, alpha = load_metadata_and_alpha(path)
+            except ImageInputError as exc:
+                raise RequestError(HTTPStatus.BAD_REQUEST, str(exc).replace(str(path), what)) from None
+            return rgb, metadata, alpha
+
+        def _reference_request(self) -> None:
+            """Keep a reference photo for later /colorize requests; answers {"reference": id}."""
+            if not colorizer.takes_reference:
+                raise RequestError(HTTPStatus.BAD_REQUEST, "this model cannot follow a reference photo")
+            body = self._read_upload()
+            rgb, _, _ = self._read_photo(body, "reference")
+            key = hashlib.sha256(body).hexdigest()[:32]
+            with lock:
+                references[key] = colorizer.prepare_reference(rgb)
+                references.move_to_end(key)
+                while len(references) > MAX_KEPT_REFERENCES:
+                    references.popitem(last=False)
+            self._send(HTTPStatus.OK, json.dumps({"reference": key}).encode(), "application/json")
+
         def _colorize_request(self) -> None:
             url = urlparse(self.path)
             if url.path != "/colorize":
@@ -194,19 +240,16 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
             if not 0 <= sigma <= MAX_SIGMA:  # also refuses nan, which fails every comparison
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"sigma must be a number from 0 to {MAX_SIGMA:g}")
             class_spec = query.get("class") or None
-            try:
-                # load_pixels reads files: it is the one place that knows every odd photo format.
-                with tempfile.TemporaryDirectory() as folder:
-                    path = Path(folder) / "upload"
-                    path.write_bytes(body)
-                    rgb = load_pixels(path)
-                    # the download keeps what the command line keeps: DPI, EXIF, XMP, transparency
-                    metadata, alpha = load_metadata_and_alpha(path)
-            except ImageInputError as exc:
-                raise RequestError(HTTPStatus.BAD_REQUEST, str(exc).replace(str(path), "upload")) from None
+            reference_key = query.get("reference")
+            rgb, metadata, alpha = self._read_photo(body, "upload")
             try:
                 with lock:  # one forward at a time: the model is shared by all request threads
-                    if sigma > 0:
+                    if reference_key:
+                        if reference_key not in references:
+                            raise RequestError(HTTPStatus.BAD_REQUEST,
+                                               "the reference photo is no longer on the server: choose it again")
+                        result = colorizer.colorize(rgb, class_id=class_spec, reference=references[reference_key])
+                    elif sigma > 0:
                         result = colorizer.diverse(rgb, samples=1, sigma=sigma, seed=seed,
                                                    class_ids=[class_spec] if class_spec else None)[0]
                     else:

@@ -160,3 +160,59 @@ def test_a_features_model_fine_tuned_with_image_guidance_keeps_its_trained_layer
     restarted = {k for k in mine if mine[k].shape != theirs[k].shape}
     assert restarted == {"reference_projection.0.weight"}
     assert all(torch.equal(mine[k], theirs[k]) for k in mine if k not in restarted)
+
+
+# --------------------------------------------------------------------------- the web page
+def test_the_web_page_takes_a_reference_photo_for_models_that_follow_one(image_guided, demo_colorizer):
+    import io
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from gcpcolor.web import make_server
+
+    def png(array) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray((np.asarray(array) * 255).astype(np.uint8)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def post(url, body):
+        return urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=60)
+
+    def serving(colorizer):
+        server = make_server(colorizer, "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+    server, url = serving(Colorizer(image_guided))
+    try:
+        page = urllib.request.urlopen(url + "/", timeout=10).read().decode()
+        assert '<p id="reference-row" >' in page
+        with post(url + "/reference", png(uniform_photo(BLUE, (20, 20)))) as answer:
+            key = json.loads(answer.read())["reference"]
+        photo = png(np.random.default_rng(0).uniform(size=(30, 44)))
+        with post(url + f"/colorize?reference={key}", photo) as answer:
+            guided = np.asarray(Image.open(io.BytesIO(answer.read())).convert("RGB"))
+        with post(url + "/colorize", photo) as answer:
+            automatic = np.asarray(Image.open(io.BytesIO(answer.read())).convert("RGB"))
+        assert guided.shape == automatic.shape == (30, 44, 3) and not np.array_equal(guided, automatic)
+        for path, body, fragment in [("/colorize?reference=0123", photo, "choose it again"),
+                                     ("/reference", b"not a photo", "reference")]:
+            with pytest.raises(urllib.error.HTTPError) as error:
+                post(url + path, body)
+            assert error.value.code == 400 and fragment in json.loads(error.value.read())["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    server, url = serving(demo_colorizer)
+    try:
+        assert '<p id="reference-row" hidden>' in urllib.request.urlopen(url + "/", timeout=10).read().decode()
+        with pytest.raises(urllib.error.HTTPError) as error:
+            post(url + "/reference", png(uniform_photo(BLUE, (20, 20))))
+        assert error.value.code == 400 and "cannot follow a reference photo" in json.loads(error.value.read())["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        demo_colorizer.warn_on_color_input = True
