@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +125,15 @@ def test_direction_walk_is_smooth(demo_colorizer):
 
 
 def test_save_load_round_trip_identical_outputs(demo_colorizer, tmp_path):
-    demo_colorizer.save_pretrained(tmp_path / "model")
+    previous_umask = os.umask(0o022)
+    try:
+        demo_colorizer.save_pretrained(tmp_path / "model")
+    finally:
+        os.umask(previous_umask)
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "model.safetensors"]
+    # both files get the permissions of any new file (safetensors alone would make its own 0600)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "model").iterdir()}
+    assert modes == {"config.json": 0o644, "model.safetensors": 0o644}
     reloaded = Colorizer.from_pretrained(tmp_path / "model")
     gray = _gray_photo(48, 80)
     assert np.array_equal(reloaded.colorize(gray, class_id=3).image, demo_colorizer.colorize(gray, class_id=3).image)
