@@ -464,6 +464,18 @@ def test_stage2_starts_from_the_stage1_export(photos, tmp_path):
     assert model.colorization_net.up_norm3.mlp_gamma.in_channels == 3
 
 
+def test_stage2_with_truth_references_trains_a_model_that_takes_a_reference(photos, tmp_path):
+    from gcpcolor.pipeline import Colorizer
+
+    config = tiny_config(2, photos, tmp_path / "run", "guidance=image", "truth_reference=1.0", "optim.max_steps=2")
+    result = run_training(config)
+    colorizer = Colorizer.from_pretrained(result.final_dir)
+    assert colorizer.takes_reference
+    photo = np.random.default_rng(0).uniform(size=(24, 32)).astype(np.float32)
+    blue = np.broadcast_to(np.float32([0.1, 0.2, 0.9]), (8, 8, 3))
+    assert colorizer.colorize(photo, reference=blue).warped_exemplar[..., 2].mean() > 0.8
+
+
 def test_skipped_files_are_reported(tmp_path):
     root = write_photos(tmp_path / "photos", [(96, 96), (128, 96), (64, 64)])
     (root / "photo1.png").write_bytes(b"not a png")
