@@ -9,6 +9,7 @@ downloaded. Without either, the BigGAN discriminator's class projection is the f
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -16,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .classes import NUM_IMAGENET_CLASSES
+from .config import ColorizerConfig
 from .errors import MissingWeightsError, WeightsFormatError
+
+logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -85,3 +90,15 @@ class ImageNetClassifier(nn.Module):
         from .color import gray_to_rgb, network_to_l
 
         return self.network(self.preprocess(gray_to_rgb(network_to_l(l_input))))
+
+
+def default_imagenet_classifier(config: ColorizerConfig) -> "ImageNetClassifier | None":
+    """EfficientNet-Lite0 for priors with the ImageNet classes that pick them with the
+    discriminator's projection; None (with a warning) when its weights package is missing."""
+    if config.biggan.n_classes != NUM_IMAGENET_CLASSES or config.class_predictor != "discriminator":
+        return None
+    try:
+        return ImageNetClassifier()
+    except MissingWeightsError as exc:
+        logger.warning("automatic classes fall back to the BigGAN discriminator's projection: %s", exc)
+        return None

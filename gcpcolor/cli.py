@@ -18,12 +18,11 @@ import click
 import numpy as np
 
 from .classes import ClassNotFoundError, IMAGENET_CLASSES, resolve_class
-from .cli_common import DEMO_NOTICE, EXIT_INPUT_ERRORS, CommandError
+from .cli_common import DEMO_NOTICE, EXIT_INPUT_ERRORS, CommandError, load_colorizer
 from .cli_common import echo_err as _echo_err
 from .color_detection import COLOR_THRESHOLD, color_input_note, off_tone_chroma
-from .config import ConfigError
-from .errors import MissingWeightsError, WeightsFormatError
 from .evaluate_cli import evaluate_command
+from .model_cli import convert_command, export_command
 from .train_cli import train_command, train_encoder_command, train_prior_command
 from .image_io import (
     IMAGE_EXTENSIONS,
@@ -127,26 +126,6 @@ class _OutputNames:
 @click.version_option(package_name="gcpcolor")
 def main() -> None:
     """Bring black-and-white photos to natural colour with a generative colour prior."""
-
-
-def _load_colorizer(weights: str | None, demo: bool, device: str, classifier: str | None, classifier_weights: str | None):
-    from .pipeline import Colorizer
-
-    external = None
-    if classifier or classifier_weights:
-        if not (classifier and classifier_weights):
-            raise CommandError("--classifier and --classifier-weights go together")
-        from .classify import ExternalClassifier
-
-        external = ExternalClassifier(classifier, classifier_weights)
-    try:
-        if demo:
-            return Colorizer.demo(device=device, classifier=external)
-        return Colorizer.load(weights, device=device, classifier=external)
-    except (MissingWeightsError, WeightsFormatError, ConfigError) as exc:
-        raise CommandError(f"{exc} (or run with --demo to try the pipeline with untrained weights)") from None
-    except RuntimeError as exc:
-        raise CommandError(str(exc)) from None
 
 
 def _resolve_output(inputs: tuple[str, ...], output: str, suffix: str, extension: str | None, recursive: bool,
@@ -317,7 +296,7 @@ def colorize(
     if reference_path and (direction is not None or samples > 1 or len(class_ids) > 1 or backend == "onnxruntime"):
         raise CommandError("--reference makes one result per photo with --backend pytorch: it does not combine "
                            "with --samples, --direction, several --class or --backend onnxruntime")
-    colorizer = _load_colorizer(weights, demo, device, classifier, classifier_weights)
+    colorizer = load_colorizer(weights, demo, device, classifier, classifier_weights)
     colorizer.warn_on_color_input = False  # reported here, on one line, before colorizing
     if colorizer.is_demo:
         _echo_err(DEMO_NOTICE)
@@ -533,45 +512,6 @@ def classes_command(query: str | None) -> None:
             click.echo(f"{entry.index}\t{entry.wnid}\t{entry.name}")
 
 
-@main.command("convert")
-@click.option("--authors-dir", required=True, type=click.Path(file_okay=False), help="Folder with the authors' .pth files.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Destination folder.")
-def convert(authors_dir: str, output: str) -> None:
-    """Convert the authors' released checkpoints to gcpcolor's safetensors format."""
-    from .pipeline import Colorizer
-
-    try:
-        colorizer = Colorizer.from_authors_checkpoints(authors_dir)
-    except (MissingWeightsError, WeightsFormatError) as exc:
-        raise CommandError(str(exc)) from None
-    colorizer.save_pretrained(output)
-    click.echo(f"wrote {output}/config.json and model.safetensors")
-
-
-@main.command("export")
-@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the ONNX file (opset 19).")
-@click.option("--model", "model_dir", type=click.Path(file_okay=False),
-              help="Model folder in our format (default: the model `colorize` loads: $GCPCOLOR_HOME, "
-                   "~/.cache/gcpcolor, else the bundled default model).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing ONNX file.")
-def export_command(onnx_path: str, model_dir: str | None, overwrite: bool) -> None:
-    """Write the network part of a model to ONNX (inputs: the 256² network input L/50 - 1 and
-    class ids, -1 for automatic where the model predicts its own; outputs: ab, exemplars,
-    classes, z). Reading photos, resizing, Lab conversion and saving stay outside the graph."""
-    from .onnx_export import OnnxExportError, export_onnx
-
-    target = Path(onnx_path)
-    if os.path.lexists(target) and not overwrite:
-        raise CommandError(f"{target} exists (use --overwrite to replace it)")
-    colorizer = _load_colorizer(model_dir, False, "cpu", None, None)
-    try:
-        export_onnx(colorizer.model, target)
-    except OnnxExportError as exc:
-        raise CommandError(str(exc)) from None
-    click.echo(f"wrote {target}")
-
-
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, callback=_host_name)
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True,
@@ -583,7 +523,7 @@ def serve(host: str, port: int, weights: str | None, demo: bool, device: str) ->
     """A local web page to try colorization in the browser."""
     from .web import make_server
 
-    colorizer = _load_colorizer(weights, demo, device, None, None)
+    colorizer = load_colorizer(weights, demo, device, None, None)
     if colorizer.is_demo:
         _echo_err(DEMO_NOTICE)
     try:
@@ -603,6 +543,8 @@ main.add_command(train_prior_command, "train-prior")
 main.add_command(train_encoder_command, "train-encoder")
 main.add_command(train_command, "train")
 main.add_command(evaluate_command, "evaluate")
+main.add_command(convert_command, "convert")
+main.add_command(export_command, "export")
 
 
 if __name__ == "__main__":

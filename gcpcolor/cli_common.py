@@ -30,3 +30,28 @@ def echo_err(message: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(message, file=sys.stderr)
+
+
+def load_colorizer(weights: str | None, demo: bool, device: str, classifier: str | None = None,
+                   classifier_weights: str | None = None):
+    """The model a command runs: the demo model, or `Colorizer.load(weights)`; what cannot be
+    loaded ends the command with one line."""
+    from .config import ConfigError
+    from .errors import MissingWeightsError, WeightsFormatError
+    from .pipeline import Colorizer
+
+    external = None
+    if classifier or classifier_weights:
+        if not (classifier and classifier_weights):
+            raise CommandError("--classifier and --classifier-weights go together")
+        from .classify import ExternalClassifier
+
+        external = ExternalClassifier(classifier, classifier_weights)
+    try:
+        if demo:
+            return Colorizer.demo(device=device, classifier=external)
+        return Colorizer.load(weights, device=device, classifier=external)
+    except (MissingWeightsError, WeightsFormatError, ConfigError) as exc:
+        raise CommandError(f"{exc} (or run with --demo to try the pipeline with untrained weights)") from None
+    except RuntimeError as exc:
+        raise CommandError(str(exc)) from None

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from .photo_metadata import PhotoMetadata, read_metadata, software_name
-from .weights import temporary_path
+from .weights import temporary_path, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -1060,3 +1060,14 @@ def output_path(
     else:
         extension = ".png"
     return Path(output_dir) / relative.parent / f"{relative.stem}{suffix}{extension}"
+
+
+def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float = 6.0, overwrite: bool = False) -> None:
+    """An animated GIF that plays the frames forth and back (atomic write)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
+    pictures = [Image.fromarray(to_8_bit(np.asarray(frame))) for frame in frames]
+    sequence = pictures + pictures[-2:0:-1]
+    write_atomically(path, lambda temporary: sequence[0].save(
+        temporary, format="GIF", save_all=True, append_images=sequence[1:], duration=int(1000 / fps), loop=0))

@@ -37,7 +37,7 @@ from .config import ColorizerConfig
 from .devices import resolve_device
 from .errors import InvalidResultError, MissingWeightsError
 from . import image_io
-from .image_io import broken_result_reason, load_pixels, pixels_to_float_rgb, save_image
+from .image_io import broken_result_reason, load_pixels, pixels_to_float_rgb, save_animation, save_image
 from .image_processor import ImageProcessor, PreparedPhoto, check_pixels
 from .model import BackboneFeatures, GCPColorizationModel, resample_square
 from .photo_metadata import PhotoMetadata
@@ -211,6 +211,8 @@ class Colorizer:
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         if classifier is None and not is_demo:
+            from .classify import default_imagenet_classifier
+
             classifier = default_imagenet_classifier(model.config)
         self.classifier = classifier.to(self.device).eval() if classifier is not None else None
         self.is_demo = is_demo
@@ -553,20 +555,6 @@ class Colorizer:
         return frames
 
 
-def default_imagenet_classifier(config: ColorizerConfig) -> "torch.nn.Module | None":
-    """EfficientNet-Lite0 for priors with the ImageNet classes that pick them with the
-    discriminator's projection; None (with a warning) when its weights package is missing."""
-    if config.biggan.n_classes != NUM_IMAGENET_CLASSES or config.class_predictor != "discriminator":
-        return None
-    from .classify import ImageNetClassifier
-
-    try:
-        return ImageNetClassifier()
-    except MissingWeightsError as exc:
-        logger.warning("automatic classes fall back to the BigGAN discriminator's projection: %s", exc)
-        return None
-
-
 def _stacklevel_outside_package() -> int:
     """The `stacklevel` of a warning issued by this function's caller that names the user's line:
     the first frame outside gcpcolor and torch (colorize, diverse and transition reach the check
@@ -591,23 +579,6 @@ def save_model_pretrained(
 ) -> None:
     """`model.save_pretrained(path, dtype)`, kept for code written before the model saved itself."""
     model.save_pretrained(path, dtype)
-
-
-def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float = 6.0, overwrite: bool = False) -> None:
-    """An animated GIF that plays the frames forth and back (atomic write)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
-    pictures = [Image.fromarray(image_io.to_8_bit(np.asarray(frame))) for frame in frames]
-    sequence = pictures + pictures[-2:0:-1]
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        sequence[0].save(
-            temporary, format="GIF", save_all=True, append_images=sequence[1:], duration=int(1000 / fps), loop=0
-        )
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 __all__ = [
