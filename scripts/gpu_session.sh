@@ -2,8 +2,8 @@
 # One GPU lease, one command: train the default model's stage 2 with our prior and, side by
 # side on the same GPU, the "without prior" ablation under the same budget; then the GPU
 # inference benchmark. What comes back (at most 8 files of 16 MiB):
-#   $OUT/session.txt, $OUT/device.txt, $OUT/train_features.log, $OUT/train_none.log, $OUT/gpu_bench.md, and
-#   $OUT/features.safetensors, $OUT/none.safetensors: each trained model as its difference from
+#   $OUT/session.txt, $OUT/device.txt, $OUT/train_image.log, $OUT/train_none.log, $OUT/gpu_bench.md, and
+#   $OUT/image.safetensors, $OUT/none.safetensors: each trained model as its difference from
 #   the bundled one (rebuild with `python scripts/model_delta.py apply DELTA
 #   gcpcolor/assets/default_model TARGET`).
 #
@@ -25,16 +25,16 @@
 # STEPS (3000: a guess that each run's speed probe replaces), BATCH (64), WORKERS (7 per run),
 # NONE_START (.gpupack/none_start.safetensors: the "without prior" model that the ablation
 # fine-tunes, as a delta from the bundled model, so that both runs go on from models trained
-# with the same budget; where absent, it starts from the bundled model's networks, whose layout
-# both guidances share; FRESH_STAGE2=1 ignores it),
+# with the same budget; where absent, it starts from the bundled model's networks, all of whose
+# layers but the one that reads the reference both guidances share; FRESH_STAGE2=1 ignores it),
 # BENCH_BUDGET_S (100; 0 skips the benchmark), DEVICE (cuda; cpu checks the script),
-# BENCH_MODELS / BENCH_BATCHES / BENCH_MODES (passed to scripts/gpu_bench.sh), RUNS ("features none": which runs
+# BENCH_MODELS / BENCH_BATCHES / BENCH_MODES (passed to scripts/gpu_bench.sh), RUNS ("image none": which runs
 # train; "none" alone checks the ablation quickly).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder that receives the results}"
 PACKED=${PACKED:-.gpupack/gpudata.tar.gz}; TRAIN_BUDGET_S=${TRAIN_BUDGET_S:-300}; STEPS=${STEPS:-3000}; BATCH=${BATCH:-64}
-WORKERS=${WORKERS:-7}; BENCH_BUDGET_S=${BENCH_BUDGET_S:-100}; DEVICE=${DEVICE:-cuda}; RUNS=${RUNS:-features none}
+WORKERS=${WORKERS:-7}; BENCH_BUDGET_S=${BENCH_BUDGET_S:-100}; DEVICE=${DEVICE:-cuda}; RUNS=${RUNS:-image none}
 WORK=${WORK:-/tmp/gcpcolor_gpu_session}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$WORK"

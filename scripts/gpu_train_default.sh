@@ -10,7 +10,9 @@
 #
 # PACKED is what scripts/pack_training_photos.py writes: photos, manifest.csv (all of them) and
 # train_classes.csv (the prior's pseudo-class of each photo of train/, which the class probe is
-# fitted to). Environment: GUIDANCE (features; none trains the "without prior" ablation),
+# fitted to). Environment: GUIDANCE (image, the bundled model's since v10; none trains the "without
+# prior" ablation), TRUTH_REFERENCE (0.5 with image guidance: the share of photos whose exemplar
+# is their own colours, which teaches the network to follow its reference; truth_reference),
 # STEPS (3000), BATCH (64), LR (2e-4), WARMUP (100 steps of rising rate), IMAGE_SIZE (192), BUDGET_S (wall-clock limit, 480),
 # DEVICE (cuda), WORKERS (12), DEGRADE (0: the chance of old-photo damage on a crop's gray
 # input, data.degrade_input; untried in a full run so far), START_FROM (the save_pretrained folder
@@ -35,13 +37,14 @@ done
 # A fine-tune restarts Adam's moments: 60 CPU steps at 5e-4 at once moved the ablation's mean b*
 # on val by +3.6, so the rate is lower and reached gradually. (The H100 runs' yellow-green cast
 # itself came from over-compressed photos: scripts/pack_training_photos.py.)
-GUIDANCE=${GUIDANCE:-features}; STEPS=${STEPS:-3000}; BATCH=${BATCH:-64}; LR=${LR:-2e-4}; WARMUP=${WARMUP:-100}
+GUIDANCE=${GUIDANCE:-image}; STEPS=${STEPS:-3000}; BATCH=${BATCH:-64}; LR=${LR:-2e-4}; WARMUP=${WARMUP:-100}
 IMAGE_SIZE=${IMAGE_SIZE:-192}; DEGRADE=${DEGRADE:-0}; BUDGET_S=${BUDGET_S:-480}; DEVICE=${DEVICE:-cuda}; WORKERS=${WORKERS:-12}
 RUN="$OUT/run"; mkdir -p "$RUN"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 START_FROM=${START_FROM:-gcpcolor/assets/default_model}; PROBE_S=${PROBE_S:-75}; FRESH_STAGE2=${FRESH_STAGE2:-0}
 fresh=false; [ "$FRESH_STAGE2" = 1 ] && fresh=true
+truth_reference=0; [ "$GUIDANCE" = image ] && truth_reference=${TRUTH_REFERENCE:-0.5}
 RESTART_S=30  # phase 2's start (model, checkpoint, loader workers) and its final checkpoint
 deadline=$((SECONDS + BUDGET_S))
 train() {  # $1: seconds at most, then arguments for `gcpcolor train`
@@ -49,7 +52,7 @@ train() {  # $1: seconds at most, then arguments for `gcpcolor train`
     # SIGINT makes the trainer finish its step and checkpoint (exit 130); KILL 30 s later if stuck
     timeout --signal=INT --kill-after=30 "$seconds" python -m gcpcolor train \
         --config configs/default_model/default_v2_stage2.yaml \
-        --set "prior.pretrained=$START_FROM" --set "prior.fresh_stage2=$fresh" --set "guidance=$GUIDANCE" \
+        --set "prior.pretrained=$START_FROM" --set "prior.fresh_stage2=$fresh" --set "guidance=$GUIDANCE" --set "truth_reference=$truth_reference" \
         --set "class_probe_data.root=$PACKED/train" --set "class_probe_data.labels_file=$PACKED/train_classes.csv" \
         --set "class_probe_data.num_workers=$WORKERS" \
         --set "data.root=$PACKED" --set "data.labels_file=$PACKED/manifest.csv" --set "data.num_workers=$WORKERS" \
