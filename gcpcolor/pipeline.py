@@ -585,6 +585,7 @@ __all__ = [
     "ColorInputWarning",
     "ColorizeResult",
     "Colorizer",
+    "ReferencePhoto",
     "resolve_device",
     "save_animation",
     "save_model_pretrained",
