@@ -400,7 +400,12 @@ class Colorizer:
                 f"this model cannot follow a reference photo (its guidance is {self.model.guidance.value!r}; "
                 "a model trained with guidance 'image' can)"
             )
-        rgb = torch.from_numpy(to_rgb_array(reference)).permute(2, 0, 1)[None]
+        pixels = to_pixels(reference)
+        # a scan is shrunk by whole boxes before its float copy: only its colours at R² count
+        factor = max(pixels.shape[:2]) // (4 * self.model.prior_resolution)
+        if factor > 1 and pixels.dtype == np.uint8:
+            pixels = np.asarray(Image.fromarray(pixels).reduce(factor))
+        rgb = torch.from_numpy(pixels_to_float_rgb(pixels)).permute(2, 0, 1)[None]
         return ReferencePhoto(resample_square(rgb * 2 - 1, self.model.prior_resolution))
 
     def _colorize_prepared(

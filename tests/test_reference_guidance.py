@@ -216,3 +216,18 @@ def test_the_web_page_takes_a_reference_photo_for_models_that_follow_one(image_g
         server.shutdown()
         server.server_close()
         demo_colorizer.warn_on_color_input = True
+
+
+def test_a_large_reference_is_shrunk_first_to_the_same_colours(image_guided):
+    """A 12 MP scan as the reference: box-reduced before its float copy, it gives the colours
+    the direct antialiased resize gives."""
+    from gcpcolor.model import resample_square
+
+    colorizer = Colorizer(image_guided)
+    rows, columns = np.mgrid[0:3000, 0:4000]
+    scan = np.stack([(rows * 255) // 2999, (columns * 255) // 3999, np.full_like(rows, 128)], axis=-1).astype(np.uint8)
+    prepared = colorizer.prepare_reference(scan).network_input
+    direct = torch.from_numpy(scan.astype(np.float32) / 255).permute(2, 0, 1)[None] * 2 - 1
+    expected = resample_square(direct, image_guided.prior_resolution)
+    assert prepared.shape == (1, 3, image_guided.prior_resolution, image_guided.prior_resolution)
+    torch.testing.assert_close(prepared, expected, atol=0.02, rtol=0)
