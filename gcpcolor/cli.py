@@ -314,12 +314,9 @@ def colorize(
         raise CommandError(f"--class: {exc}") from None
     reference = None
     if reference_path:
-        if not colorizer.takes_reference:
-            raise CommandError(f"--reference: this model cannot follow a reference photo (guidance "
-                               f"{colorizer.model.guidance.value!r}; models trained with guidance 'image' can)")
-        try:
-            reference = colorizer.prepare_reference(load_pixels(reference_path))
-        except ImageInputError as exc:
+        try:  # says first whether the model can take a reference, then reads the file
+            reference = colorizer.prepare_reference(reference_path)
+        except (ImageInputError, ValueError) as exc:
             raise CommandError(f"--reference: {exc}") from None
     if direction is not None:
         deformator = colorizer.model.deformator

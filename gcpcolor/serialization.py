@@ -61,20 +61,7 @@ def write_safetensors(
         .contiguous()
         for key, value in state_dict.items()
     }
-
-    def write(temporary: Path) -> None:
-        save_file(state, str(temporary), metadata=metadata)
-        # safetensors creates its file private (0600); a model folder gets the permissions any
-        # other new file would, so that the people a folder is shared with can load it
-        os.chmod(temporary, 0o666 & ~_current_umask())
-
-    write_atomically(Path(path), write)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    write_atomically(Path(path), lambda temporary: save_file(state, str(temporary), metadata=metadata))
 
 
 def _strip_ddp_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:

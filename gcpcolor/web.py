@@ -196,8 +196,9 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"the photo was cut off after {len(body)} of {length} bytes")
             return body
 
-        def _read_photo(self, body: bytes, what: str):
-            """(pixels, metadata, alpha) of an uploaded photo; a one-line 400 for what cannot be read."""
+        def _read_photo(self, body: bytes, what: str, with_file_details: bool = True):
+            """(pixels, metadata, alpha) of an uploaded photo (metadata and alpha None without
+            `with_file_details`); a one-line 400 for what cannot be read."""
             try:
                 # load_pixels reads files: it is the one place that knows every odd photo format.
                 with tempfile.TemporaryDirectory() as folder:
@@ -205,7 +206,7 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
                     path.write_bytes(body)
                     rgb = load_pixels(path)
                     # the download keeps what the command line keeps: DPI, EXIF, XMP, transparency
-                    metadata, alpha = load_metadata_and_alpha(path)
+                    metadata, alpha = load_metadata_and_alpha(path) if with_file_details else (None, None)
             except ImageInputError as exc:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(exc).replace(str(path), what)) from None
             return rgb, metadata, alpha
@@ -215,7 +216,7 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
             if not colorizer.takes_reference:
                 raise RequestError(HTTPStatus.BAD_REQUEST, "this model cannot follow a reference photo")
             body = self._read_upload()
-            rgb, _, _ = self._read_photo(body, "reference")
+            rgb, _, _ = self._read_photo(body, "reference", with_file_details=False)
             key = hashlib.sha256(body).hexdigest()[:32]
             with lock:
                 references[key] = colorizer.prepare_reference(rgb)

@@ -90,11 +90,18 @@ def temporary_path(path: str | os.PathLike, unique: bool = False) -> Path:
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Call `write(temporary)` next to `path`, then rename: readers never see half a file."""
+    """Call `write(temporary)` next to `path`, then rename: readers never see half a file.
+
+    The file gets the permissions any new file gets under the umask, even from writers that
+    make their own file private (safetensors creates 0600): the temporary is created first to
+    learn them, without touching the process-wide umask."""
     path = Path(path)
     temporary = temporary_path(path)
     try:
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
+        usual_mode = stat.S_IMODE(os.stat(temporary).st_mode)
         write(temporary)
+        os.chmod(temporary, usual_mode)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

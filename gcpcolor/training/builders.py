@@ -65,9 +65,7 @@ def build_model(config: TrainConfig, guidance: Guidance, needs_encoder: bool) ->
             logger.info("fresh_stage2: the correspondence and colorization networks start from scratch")
         else:
             _copy_matching_weights(source, model, "correspondence")
-            kept_colorization = _copy_matching_weights(source, model, "colorization_net")
-            if not kept_colorization:
-                kept_colorization = _copy_same_shaped_layers(source.colorization_net, model.colorization_net)
+            kept_colorization = _copy_same_shaped_layers(source.colorization_net, model.colorization_net)
         _load_pretrained_backbone(model, keep=kept_colorization)
         return model
 
@@ -105,28 +103,28 @@ def _deep_merge(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
-def _copy_matching_weights(source: GCPColorizationModel, model: GCPColorizationModel, name: str) -> bool:
+def _copy_matching_weights(source: GCPColorizationModel, model: GCPColorizationModel, name: str) -> None:
     """Copy network `name` from `source` when both have it with the same layout."""
     mine, theirs = getattr(model, name), getattr(source, name)
     if mine is None or theirs is None:
-        return False
+        return
     target, state = mine.state_dict(), theirs.state_dict()
-    if set(target) != set(state) or any(target[k].shape != state[k].shape for k in target):
-        return False
-    mine.load_state_dict(state)
-    return True
+    if set(target) == set(state) and all(target[k].shape == state[k].shape for k in target):
+        mine.load_state_dict(state)
 
 
 def _copy_same_shaped_layers(source: nn.Module, target: nn.Module) -> bool:
-    """When a new guidance changes only the layers that read the reference, every other layer
-    of the same network keeps its trained weights; True when anything was kept."""
+    """Copy every tensor of the same name and shape: the whole network when its layout is the
+    same, and all but the layers that read the reference when only the guidance changed; True
+    when anything was kept."""
     state, mine = source.state_dict(), target.state_dict()
     if set(state) != set(mine):
         logger.info("the colorization network's layout changed: it starts from scratch")
         return False
     restarted = sorted(k for k in mine if mine[k].shape != state[k].shape)
     target.load_state_dict({k: (mine[k] if k in restarted else state[k]) for k in mine})
-    logger.info("the colorization network keeps its trained weights but for %s", ", ".join(restarted))
+    if restarted:
+        logger.info("the colorization network keeps its trained weights but for %s", ", ".join(restarted))
     return True
 
 
