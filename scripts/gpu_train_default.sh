@@ -25,7 +25,8 @@
 # STEPS as a guess and measure the speed; the run then resumes with optim.max_steps set to the
 # steps that fit in what is left (PROBE_S=0 keeps STEPS). At the budget the run stops after its
 # current step with a checkpoint, and the newest checkpoint is exported; a second run with the
-# same OUT resumes.
+# same OUT resumes. FIT_CLASS_PROBE (1; 0 keeps START_FROM's class probe, as a fine-tune of the
+# bundled model on the CPU does with class_probe_data=null).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder that receives the exported model}"
@@ -45,6 +46,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 START_FROM=${START_FROM:-gcpcolor/assets/default_model}; PROBE_S=${PROBE_S:-75}; FRESH_STAGE2=${FRESH_STAGE2:-0}
 fresh=false; [ "$FRESH_STAGE2" = 1 ] && fresh=true
 truth_reference=0; [ "$GUIDANCE" = image ] && truth_reference=${TRUTH_REFERENCE:-0.5}
+probe_data=(--set "class_probe_data.root=$PACKED/train" --set "class_probe_data.labels_file=$PACKED/train_classes.csv"
+            --set "class_probe_data.num_workers=$WORKERS")
+[ "${FIT_CLASS_PROBE:-1}" = 0 ] && probe_data=(--set "class_probe_data=null")
 RESTART_S=30  # phase 2's start (model, checkpoint, loader workers) and its final checkpoint
 deadline=$((SECONDS + BUDGET_S))
 train() {  # $1: seconds at most, then arguments for `gcpcolor train`
@@ -53,8 +57,7 @@ train() {  # $1: seconds at most, then arguments for `gcpcolor train`
     timeout --signal=INT --kill-after=30 "$seconds" python -m gcpcolor train \
         --config configs/default_model/default_v2_stage2.yaml \
         --set "prior.pretrained=$START_FROM" --set "prior.fresh_stage2=$fresh" --set "guidance=$GUIDANCE" --set "truth_reference=$truth_reference" \
-        --set "class_probe_data.root=$PACKED/train" --set "class_probe_data.labels_file=$PACKED/train_classes.csv" \
-        --set "class_probe_data.num_workers=$WORKERS" \
+        "${probe_data[@]}" \
         --set "data.root=$PACKED" --set "data.labels_file=$PACKED/manifest.csv" --set "data.num_workers=$WORKERS" \
         --set "data.image_size=$IMAGE_SIZE" --set "data.degrade_input=$DEGRADE" \
         --set "optim.batch_size=$BATCH" --set "optim.lr=$LR" --set "optim.warmup_steps=$WARMUP" \
