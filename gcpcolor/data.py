@@ -36,7 +36,8 @@ from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, wnid_to_index
 from .color import AB_SCALE, l_to_network, rgb_to_lab
 from .config import ConfigError
 from .degradation import OldPhotoDegradation
-from .image_io import IMAGE_EXTENSIONS, ImageInputError, load_image
+from .image_io import IMAGE_EXTENSIONS, ImageInputError, find_images, load_image
+from .near_duplicates import find_near_duplicates
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ class DataConfig:
     # grain, scratches, dust: gcpcolor/degradation.py); its colour target stays clean.
     degrade_input: float = 0.0
     class_from_folder_index: bool = False  # class folders that are not wnids: sorted -> 0..K-1
+    # A folder of benchmark photos: training photos that are copies of one of them (resized,
+    # recompressed: gcpcolor/near_duplicates.py) are left out, so the benchmark stays unseen.
+    exclude_near_duplicates_of: str | None = None
 
     def __post_init__(self) -> None:
         if self.image_size <= 0:
@@ -375,12 +379,26 @@ def make_dataset(config: DataConfig) -> ColorImageDataset:
         "degrade_input": config.degrade_input,
     }
     if config.labels_file:
-        return LabeledFolderDataset(
+        dataset: ColorImageDataset = LabeledFolderDataset(
             config.root, config.labels_file, allow_unlabeled=config.allow_unlabeled, **common
         )
-    return ClassFolderDataset(
-        config.root, class_from_folder_index=config.class_from_folder_index, **common
-    )
+    else:
+        dataset = ClassFolderDataset(config.root, class_from_folder_index=config.class_from_folder_index, **common)
+    if config.exclude_near_duplicates_of:
+        _exclude_near_duplicates(dataset, Path(config.exclude_near_duplicates_of))
+    return dataset
+
+
+def _exclude_near_duplicates(dataset: ColorImageDataset, benchmark: Path) -> None:
+    if not benchmark.is_dir():
+        raise DatasetError(f"{benchmark}: folder of benchmark photos (data.exclude_near_duplicates_of) not found")
+    references = [path for path, _ in find_images([benchmark])]
+    copies = find_near_duplicates([path for path, _ in dataset.samples], references)
+    excluded = {str(path) for path in copies}
+    dataset.samples = [sample for sample in dataset.samples if str(Path(sample[0])) not in excluded]
+    logger.info("%s: %d training photo(s) left out as copies of its photos", benchmark, len(excluded))
+    if not dataset.samples:
+        raise DatasetError(f"{dataset.root}: every photo is a copy of one in {benchmark}")
 
 
 class SeededSampler(Sampler[tuple[int, int]]):

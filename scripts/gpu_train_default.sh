@@ -5,7 +5,8 @@
 # model (they are not retrained); the semantic colorization network and class probe are.
 #
 #   python scripts/pack_training_photos.py PACKED --folder train=../shared/data/train \
-#       --folder extra=../shared/data/extra --labels train=runs/v2/pseudo_classes.csv --every 3
+#       --folder extra=../shared/data/extra --labels train=runs/v2/pseudo_classes.csv --every 3 \
+#       --exclude-near-duplicates-of ../shared/data/val
 #   OUT=/tmp/out bash scripts/gpu_train_default.sh PACKED
 #
 # PACKED is what scripts/pack_training_photos.py writes: photos, manifest.csv (all of them) and
@@ -59,7 +60,7 @@ train() {  # $1: seconds at most, then arguments for `gcpcolor train`
         --set "prior.pretrained=$START_FROM" --set "prior.fresh_stage2=$fresh" --set "guidance=$GUIDANCE" --set "truth_reference=$truth_reference" \
         "${probe_data[@]}" \
         --set "data.root=$PACKED" --set "data.labels_file=$PACKED/manifest.csv" --set "data.num_workers=$WORKERS" \
-        --set "data.image_size=$IMAGE_SIZE" --set "data.degrade_input=$DEGRADE" \
+        --set "data.image_size=$IMAGE_SIZE" --set "data.degrade_input=$DEGRADE" --set "data.exclude_near_duplicates_of=null" \
         --set "optim.batch_size=$BATCH" --set "optim.lr=$LR" --set "optim.warmup_steps=$WARMUP" \
         --set "checkpoint.save_every=500" --set "checkpoint.output_dir=$RUN/stage2" \
         --set "device=$DEVICE" --set "precision=bf16" --set "logging.progress_bar=false" "$@"

@@ -13,7 +13,8 @@ and shrinking to 192 px changed nothing. Hence quality 90 by default, and `--eve
 subset that fits: every third photo at quality 90 and 192 px is 25.5 MiB.
 
     python scripts/pack_training_photos.py OUT_DIR --folder train=../shared/data/train \
-        --folder extra=../shared/data/extra --labels train=runs/v2/pseudo_classes.csv --every 3
+        --folder extra=../shared/data/extra --labels train=runs/v2/pseudo_classes.csv --every 3 \
+        --exclude-near-duplicates-of ../shared/data/val
 
 writes OUT_DIR/<name>/*.webp, OUT_DIR/manifest.csv (every photo, class -1) and, for each
 `--labels name=CSV`, OUT_DIR/<name>_classes.csv with the same classes under the new names.
@@ -31,6 +32,7 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gcpcolor.image_io import find_images  # noqa: E402
+from gcpcolor.near_duplicates import find_near_duplicates  # noqa: E402
 
 
 def shrink(job: tuple[str, str, int, int]) -> int:
@@ -63,16 +65,23 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--every", type=int, default=1, metavar="N",
                         help="keep every N-th photo of each folder (in sorted order), to fit the lease's 64 MiB")
+    parser.add_argument("--exclude-near-duplicates-of", metavar="DIR",
+                        help="leave out copies of these benchmark photos (data.exclude_near_duplicates_of)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     if args.every < 1:
         parser.error("--every must be at least 1")
 
+    benchmark = [path for path, _ in find_images([args.exclude_near_duplicates_of])] if args.exclude_near_duplicates_of else []
     jobs, manifest_rows, renamed = [], [], {}
     for spec in args.folder:
         name, folder = spec.split("=", 1)
         (args.output / name).mkdir(parents=True, exist_ok=True)
-        for path, relative in sorted(find_images([folder]), key=lambda pair: pair[1].as_posix())[:: args.every]:
+        photos = sorted(find_images([folder]), key=lambda pair: pair[1].as_posix())
+        copies = find_near_duplicates([path for path, _ in photos], benchmark) if benchmark else {}
+        if copies:
+            print(f"{name}: {len(copies)} copies of benchmark photos left out")
+        for path, relative in [pair for pair in photos if pair[0] not in copies][:: args.every]:
             target = args.output / name / (Path(relative).with_suffix(".webp").as_posix().replace("/", "__"))
             jobs.append((str(path), str(target), args.short_side, args.quality))
             manifest_rows.append(f"{name}/{target.name}")

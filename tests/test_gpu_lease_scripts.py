@@ -73,6 +73,25 @@ def test_pack_every_keeps_a_sorted_subset_and_only_its_classes(tmp_path):
     assert classes == {"a.webp": "1", "c.webp": "3", "e.webp": "5"}
 
 
+def test_pack_leaves_out_copies_of_benchmark_photos_before_taking_every_nth(tmp_path):
+    rng = np.random.default_rng(2)
+    train, benchmark = tmp_path / "train", tmp_path / "benchmark"
+    train.mkdir()
+    benchmark.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"):  # smooth scenes, not noise
+        coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+        coarse.resize((160, 120), Image.BICUBIC).save(train / name)
+    with Image.open(train / "b.jpg") as photo:  # the benchmark holds b, larger
+        photo.resize((320, 240), Image.BICUBIC).save(benchmark / "b_original.png")
+
+    out = tmp_path / "packed"
+    stdout = run_script("pack_training_photos.py", str(out), "--folder", f"train={train}", "--every", "2",
+                        "--exclude-near-duplicates-of", str(benchmark), "--workers", "1")
+
+    assert "train: 1 copies of benchmark photos left out" in stdout
+    assert sorted(path.name for path in (out / "train").iterdir()) == ["a.webp", "d.webp"]
+
+
 def test_model_delta_rebuilds_the_trained_model_exactly(tmp_path):
     base, trained = tmp_path / "base", tmp_path / "trained"
     base.mkdir()
