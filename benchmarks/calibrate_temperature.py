@@ -23,17 +23,11 @@ import torch.nn.functional as F
 
 from gcpcolor.color import lab_to_rgb, l_to_network, rgb_to_lab
 from gcpcolor.image_io import find_images, load_image
-from gcpcolor.metrics import colorfulness, psnr
+from gcpcolor.metrics import colorfulness, image_ab, psnr
 from gcpcolor.model import resample_square
 from gcpcolor.pipeline import Colorizer
 
 TEMPERATURES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.38, 0.42, 0.46, 0.5, 0.6, 0.8, 1.0)
-
-
-def mean_ab(rgb255: np.ndarray) -> np.ndarray:
-    """Mean CIELAB (a*, b*) over the pixels of an (H, W, 3) RGB image in [0, 255]."""
-    lab = rgb_to_lab(torch.from_numpy(rgb255 / 255.0).float().permute(2, 0, 1)[None])
-    return lab[0, 1:].mean(dim=(1, 2)).numpy()
 
 
 def main() -> int:
@@ -69,7 +63,7 @@ def main() -> int:
                 result = lab_to_rgb(torch.cat([lab[:, :1], ab], dim=1))[0].permute(1, 2, 0).numpy()
                 result = (result * 255).round()
                 output_cf[temperature].append(colorfulness(result))
-                output_ab[temperature].append(mean_ab(result))
+                output_ab[temperature].append(image_ab(result).mean(axis=(1, 2)))
                 scores[temperature].append(psnr(truth, result))
     reference = float(np.mean(truth_cf))
     truth_a, truth_b = np.mean(truth_ab, axis=0)

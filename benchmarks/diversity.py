@@ -26,17 +26,16 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from gcpcolor.color import rgb_to_lab
 from gcpcolor.image_io import find_images, load_image
+from gcpcolor.metrics import image_ab
 from gcpcolor.pipeline import Colorizer
 
 
 def ab_of(rgb: np.ndarray) -> np.ndarray:
     """CIELAB (a*, b*) of an (H, W, 3) float RGB image in [0, 1], as (2, H, W)."""
-    return rgb_to_lab(torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None])[0, 1:].numpy()
+    return image_ab(np.asarray(rgb, dtype=np.float32) * 255)
 
 
 def mean_pairwise_ab_distance(abs_: Sequence[np.ndarray]) -> float:

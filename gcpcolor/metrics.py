@@ -291,17 +291,22 @@ def percentile_interval(values: np.ndarray, coverage: float = FID_INTERVAL) -> t
 AB_HIGH_FREQUENCY_CUTOFF = 0.25
 
 
-def ab_high_frequency_share(image: np.ndarray, cutoff: float = AB_HIGH_FREQUENCY_CUTOFF) -> float:
-    """Share of the CIELAB a/b spectral power (mean removed) at radial frequencies above
-    `cutoff` cycles/pixel. Natural photos keep their chroma power at low frequencies; an
-    upsampling checkerboard or colour noise shows up as a larger share (compare with the ground
-    truth's at the same size). Returns 0 for an image without chroma variation."""
+def image_ab(image: np.ndarray) -> np.ndarray:
+    """(2, H, W) CIELAB a*, b* of an (H, W, 3) RGB image in 0..255."""
     import torch
 
     from .color import rgb_to_lab
 
     rgb = torch.from_numpy(_as_rgb255(image) / 255.0).permute(2, 0, 1)[None]
-    ab = rgb_to_lab(rgb)[0, 1:].permute(1, 2, 0).numpy()
+    return rgb_to_lab(rgb)[0, 1:].numpy()
+
+
+def ab_high_frequency_share(image: np.ndarray, cutoff: float = AB_HIGH_FREQUENCY_CUTOFF) -> float:
+    """Share of the CIELAB a/b spectral power (mean removed) at radial frequencies above
+    `cutoff` cycles/pixel. Natural photos keep their chroma power at low frequencies; an
+    upsampling checkerboard or colour noise shows up as a larger share (compare with the ground
+    truth's at the same size). Returns 0 for an image without chroma variation."""
+    ab = image_ab(image).transpose(1, 2, 0)
     ab = ab - ab.mean(axis=(0, 1))
     power = (np.abs(np.fft.fft2(ab, axes=(0, 1))) ** 2).sum(axis=2)
     fy = np.fft.fftfreq(ab.shape[0])[:, None]

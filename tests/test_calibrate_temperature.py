@@ -19,13 +19,11 @@ from benchmark_scripts import ROOT, benchmark_path, load_benchmark
 
 SCRIPT = benchmark_path("calibrate_temperature")
 calibrate_temperature = load_benchmark("calibrate_temperature")
-TEMPERATURES, mean_ab = calibrate_temperature.TEMPERATURES, calibrate_temperature.mean_ab
+TEMPERATURES = calibrate_temperature.TEMPERATURES
 
 
-def test_mean_ab_matches_skimage():
-    image = np.random.default_rng(0).integers(0, 256, (16, 24, 3)).astype(np.float64)
-    expected = rgb2lab(image / 255.0)[..., 1:].reshape(-1, 2).mean(axis=0)
-    np.testing.assert_allclose(mean_ab(image), expected, atol=0.05)
+def mean_ab(image: np.ndarray) -> np.ndarray:
+    return rgb2lab(image / 255.0)[..., 1:].reshape(-1, 2).mean(axis=0)
 
 
 def test_calibration_table_has_every_temperature_and_the_photos_cast(tmp_path):

@@ -372,6 +372,15 @@ def test_kid_matches_the_unbiased_estimator_by_hand():
     assert kernel_inception_distance(x, x) < kernel_inception_distance(x, x + 3.0)
 
 
+def test_image_ab_matches_skimage():
+    from skimage.color import rgb2lab
+
+    from gcpcolor.metrics import image_ab
+
+    image = np.random.default_rng(3).uniform(0, 255, (6, 7, 3))
+    np.testing.assert_allclose(image_ab(image), rgb2lab(image / 255).transpose(2, 0, 1)[1:], atol=1e-6)
+
+
 def test_ab_high_frequency_share_sees_a_checkerboard():
     from gcpcolor.metrics import ab_high_frequency_share
 
