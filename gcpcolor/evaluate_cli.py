@@ -68,6 +68,8 @@ def _methods(specs: list[str]) -> dict[str, Path]:
 @click.option("--inception-weights", type=click.Path(dir_okay=False), metavar="FILE",
               help="pt_inception-2015-12-05-6726825d.pth or inception_v3_google-0cc3c7bd.pth (default: $GCPCOLOR_INCEPTION, then the weights folder).")
 @click.option("--suffix", default=RESULT_SUFFIX, show_default=True, help="Result-name suffix to strip when pairing (and to write with --colorize-with).")
+@click.option("--leave-out-copies-of", "training_dirs", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder of training photos (repeatable): ground-truth images that are copies of one are not evaluated.")
 @click.option("--grid-rows", type=click.IntRange(min=0), default=8, show_default=True, help="Sample images in grid.png.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per Inception batch.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -76,7 +78,8 @@ def _methods(specs: list[str]) -> dict[str, Path]:
 def evaluate_command(
     results: tuple[str, ...], truth_dir: str, output: str, compare: tuple[str, ...], model_dir: str | None, demo: bool,
     include_gray: bool, size: int, mode: str, cf_variant: str, fid: bool | None, inception_weights: str | None,
-    suffix: str, grid_rows: int, batch_size: int, device: str, overwrite: bool, quiet: bool,
+    suffix: str, training_dirs: tuple[str, ...], grid_rows: int, batch_size: int, device: str, overwrite: bool,
+    quiet: bool,
 ) -> None:
     """Score colorization results against ground truth: FID, colourfulness, ΔColorful, PSNR, SSIM (LPIPS if installed)."""
     methods = _methods([*results, *compare])
@@ -94,7 +97,7 @@ def evaluate_command(
         report = evaluate_folders(
             truth_dir, methods, include_gray=include_gray, size=size, mode=mode, colorfulness_variant=cf_variant,
             fid=fid, inception_weights=inception_weights, result_suffix=suffix, batch_size=batch_size,
-            device=device, grid_rows=grid_rows, progress=not quiet,
+            device=device, grid_rows=grid_rows, progress=not quiet, leave_out_copies_of=training_dirs,
         )
         for note in report.notes:
             echo_err(note)

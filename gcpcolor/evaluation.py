@@ -337,6 +337,24 @@ def _check_sizes(raw: Mapping[str, np.ndarray], truth: np.ndarray, sources: Mapp
             )
 
 
+def _leave_out_seen_photos(pairing: Pairing, training_folders: list[Path]) -> int:
+    """Drop from `pairing.keys` the ground-truth images that are copies of a training photo in
+    `training_folders`; a note says how many and which. Returns their number."""
+    if not training_folders:
+        return 0
+    from .near_duplicates import find_near_duplicates
+
+    training = [path for folder in training_folders for path, _ in _images_of(folder, "training photos")]
+    copies = find_near_duplicates([pairing.truth[key] for key in pairing.keys], training)
+    seen = [key for key in pairing.keys if pairing.truth[key] in copies]
+    if len(seen) == len(pairing.keys):
+        raise EvaluationError(f"every ground-truth image is a copy of a training photo in {', '.join(map(str, training_folders))}")
+    if seen:
+        pairing.keys = [key for key in pairing.keys if key not in set(seen)]
+        pairing.notes.append(f"{len(seen)} ground-truth image(s) left out as copies of training photos: {_examples(seen)}")
+    return len(seen)
+
+
 def evaluate_folders(
     truth_dir: PathLike,
     methods: Mapping[str, PathLike],
@@ -353,6 +371,7 @@ def evaluate_folders(
     device: str = "auto",
     grid_rows: int = 8,
     progress: bool = False,
+    leave_out_copies_of: Iterable[PathLike] = (),
 ) -> EvaluationReport:
     """Evaluate each method's result folder against `truth_dir` with the paper's metrics.
 
@@ -360,7 +379,9 @@ def evaluate_folders(
     or an explicit `inception_weights` file, makes missing weights an error; False skips it.
     `include_gray` adds the method "gray": the gray input made from each ground-truth image.
     `lpips`: try LPIPS (a note says when it is unavailable). Raises `EvaluationError` on
-    unusable inputs.
+    unusable inputs. `leave_out_copies_of`: folders of training photos; ground-truth images that
+    are copies of one of them (`near_duplicates`) are not evaluated, so the scores are on unseen
+    photos only.
     """
     if colorfulness_variant not in COLORFULNESS_VARIANTS:
         raise ValueError(f"colorfulness_variant must be one of {COLORFULNESS_VARIANTS}")
@@ -370,6 +391,7 @@ def evaluate_folders(
         raise EvaluationError("nothing to evaluate: give at least one results folder (or include the gray baseline)")
     preprocessing = Preprocessing(size, mode)
     pairing = pair_folders(truth_dir, methods, result_suffix)
+    left_out = _leave_out_seen_photos(pairing, [Path(folder) for folder in leave_out_copies_of])
     notes = list(pairing.notes)
     names = list(methods) + ([GRAY_METHOD] if include_gray else [])
 
@@ -459,7 +481,8 @@ def evaluate_folders(
     )
     counts = {
         "truth_files": len(pairing.truth),
-        "paired": len(pairing.keys),
+        "paired": len(pairing.keys) + left_out,
+        "left_out_as_copies_of_training_photos": left_out,
         "evaluated": len(evaluated),
         "unreadable": len(unreadable),
         "results": {name: len(matched) for name, matched in pairing.methods.items()},

@@ -276,6 +276,30 @@ def test_cli_errors_are_one_line(tmp_path, folders):
     assert "| dull |" in (out / "metrics.md").read_text()
 
 
+def test_cli_leaves_out_ground_truth_that_is_a_copy_of_a_training_photo(tmp_path, folders):
+    training = tmp_path / "training"
+    training.mkdir()
+    with Image.open(folders["truth"] / f"{STEMS[3]}.png") as photo:  # smaller and recompressed, as a training set holds it
+        photo.resize((32, 24), Image.LANCZOS).save(training / "copy.jpg", quality=80)
+    blobs = np.random.default_rng(5).uniform(0, 255, (4, 5, 3)).astype(np.uint8)
+    Image.fromarray(blobs).resize((50, 40), Image.BICUBIC).save(training / "unrelated.png")
+    out = tmp_path / "unseen"
+    result = _run(str(folders["near"]), "--truth", str(folders["truth"]), "-o", str(out), "--no-fid", "-q",
+                  "--leave-out-copies-of", str(training))
+    assert result.exit_code == 0, result.output
+    assert f"1 ground-truth image(s) left out as copies of training photos: {STEMS[3]}" in result.stderr
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["counts"]["evaluated"] == 5 and data["counts"]["left_out_as_copies_of_training_photos"] == 1
+    assert STEMS[3] not in data["per_image"]["near"]
+
+    every = _run(str(folders["near"]), "--truth", str(folders["truth"]), "-o", str(tmp_path / "none_left"), "-q",
+                 "--leave-out-copies-of", str(folders["near"]))
+    assert "every ground-truth image is a copy" in _one_line_error(every)
+    missing = _run(str(folders["near"]), "--truth", str(folders["truth"]), "-o", str(tmp_path / "o"), "-q",
+                   "--leave-out-copies-of", str(tmp_path / "missing"))
+    assert "no such folder" in _one_line_error(missing)
+
+
 def test_cli_colorize_and_evaluate_demo(tmp_path):
     truth = tmp_path / "truth"
     for index in range(3):
