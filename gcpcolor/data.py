@@ -394,9 +394,8 @@ def _exclude_near_duplicates(dataset: ColorImageDataset, benchmark: Path) -> Non
         raise DatasetError(f"{benchmark}: folder of benchmark photos (data.exclude_near_duplicates_of) not found")
     references = [path for path, _ in find_images([benchmark])]
     copies = find_near_duplicates([path for path, _ in dataset.samples], references)
-    excluded = {str(path) for path in copies}
-    dataset.samples = [sample for sample in dataset.samples if str(Path(sample[0])) not in excluded]
-    logger.info("%s: %d training photo(s) left out as copies of its photos", benchmark, len(excluded))
+    dataset.samples = [sample for sample in dataset.samples if Path(sample[0]) not in copies]
+    logger.info("%s: %d training photo(s) left out as copies of its photos", benchmark, len(copies))
     if not dataset.samples:
         raise DatasetError(f"{dataset.root}: every photo is a copy of one in {benchmark}")
 

@@ -350,7 +350,7 @@ def _leave_out_seen_photos(pairing: Pairing, training_folders: list[Path]) -> in
     if len(seen) == len(pairing.keys):
         raise EvaluationError(f"every ground-truth image is a copy of a training photo in {', '.join(map(str, training_folders))}")
     if seen:
-        pairing.keys = [key for key in pairing.keys if key not in set(seen)]
+        pairing.keys = [key for key in pairing.keys if pairing.truth[key] not in copies]
         pairing.notes.append(f"{len(seen)} ground-truth image(s) left out as copies of training photos: {_examples(seen)}")
     return len(seen)
 

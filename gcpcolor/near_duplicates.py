@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+
+from .image_io import _apply_exif_orientation
 
 #: Side of the gray thumbnail that is compared.
 THUMBNAIL_SIDE = 24
@@ -32,9 +34,9 @@ def thumbnail_signature(path: str | Path) -> np.ndarray | None:
     try:
         with Image.open(path) as opened:
             opened.draft("L", (4 * THUMBNAIL_SIDE, 4 * THUMBNAIL_SIDE))  # JPEG: decode at a fraction of the size
-            gray = ImageOps.exif_transpose(opened).convert("L")
-            thumbnail = gray.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BOX)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            _apply_exif_orientation(opened, Path(path))
+            thumbnail = opened.convert("L").resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BOX)
+    except Exception:  # PIL plugins raise many types for malformed files; load_image names the problem
         return None
     pixels = np.asarray(thumbnail, dtype=np.float32).ravel()
     pixels -= pixels.mean()
