@@ -33,8 +33,7 @@ from .image_io import (
     copy_image_file,
     find_images,
     is_out_of_memory,
-    load_metadata_and_alpha,
-    load_pixels,
+    load_photo,
     one_line_message,
     output_path,
     save_image,
@@ -399,8 +398,7 @@ def colorize(
     def load(job: _Job) -> bool:
         nonlocal failures
         try:
-            job.rgb = load_pixels(job.source)
-            job.metadata, job.alpha = load_metadata_and_alpha(job.source)
+            job.rgb, job.metadata, job.alpha = load_photo(job.source)
             return True
         except ImageInputError as exc:
             _echo_err(f"error: {exc}")

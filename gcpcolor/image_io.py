@@ -140,6 +140,27 @@ def load_pixels(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
     scan takes 200 MB (400 MB at 16 bit). The array may be read-only.
     """
     path = Path(path)
+    with _decode_upright(path, max_pixels) as image:
+        return _to_pixels(image, path)
+
+
+def load_photo(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, PhotoMetadata, np.ndarray | None]:
+    """A photo file's pixels (`load_pixels`) with what its results pass on: its metadata
+    (`photo_metadata.read_metadata`) and its transparency as uint8 alpha (H, W), upright like the
+    pixels, or None for an opaque photo. The file is decoded once.
+
+    `load_pixels` composites transparent photos over white for the networks; results get this
+    alpha back (`save_image(..., alpha=...)`), so a cut-out stays a cut-out."""
+    path = Path(path)
+    with _decode_upright(path, max_pixels) as image:
+        pixels = _to_pixels(image, path)
+        alpha = _alpha_channel(image)
+    return pixels, read_metadata(path), alpha
+
+
+def _decode_upright(path: Path, max_pixels: int) -> Image.Image:
+    """The decoded image of a file, turned upright by its EXIF orientation; one-line
+    `ImageInputError`s for a missing, empty, unreadable or too large file."""
     try:
         info = path.stat()
     except (FileNotFoundError, NotADirectoryError) as error:
@@ -153,9 +174,12 @@ def load_pixels(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nd
 
     with _pil_pixel_limit(max_pixels):
         image = _open_and_decode(path, max_pixels)
-    with image:
+    try:
         _apply_exif_orientation(image, path)
-        return _to_pixels(image, path)
+    except BaseException:
+        image.close()
+        raise
+    return image
 
 
 def pixels_to_float_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -261,34 +285,15 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
 
 
-def load_alpha(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
-    """The photo's transparency as uint8 alpha (H, W), upright as `load_pixels` turns the photo;
-    None for a photo without any (most: the file's header says so, nothing is decoded).
-
-    `load_pixels` composites transparent photos over white for the networks; results get this
-    alpha back (`save_image(..., alpha=...)`), so a cut-out stays a cut-out."""
-    path = Path(path)
-    try:
-        with Image.open(path) as probe:
-            if not _has_alpha(probe):
-                return None
-    except Exception:
-        return None  # load_pixels reports unreadable files
-    with _pil_pixel_limit(max_pixels):
-        image = _open_and_decode(path, max_pixels)
-    with image:
-        _apply_exif_orientation(image, path)
-        mode = image.mode
-        if mode not in ("RGBA", "LA"):  # converted as _to_float_rgb converts them for the composite
-            image = image.convert(mode.upper() if mode in ("La", "RGBa") else "LA" if mode == "L" else "RGBA")
-        alpha = np.asarray(image.getchannel("A"))  # one byte a pixel: no copy of the whole photo
+def _alpha_channel(image: Image.Image) -> np.ndarray | None:
+    """The decoded image's alpha as uint8 (H, W); None where it has none or is fully opaque."""
+    if not _has_alpha(image):
+        return None
+    mode = image.mode
+    if mode not in ("RGBA", "LA"):  # converted as _to_float_rgb converts them for the composite
+        image = image.convert(mode.upper() if mode in ("La", "RGBa") else "LA" if mode == "L" else "RGBA")
+    alpha = np.asarray(image.getchannel("A"))  # one byte a pixel: no copy of the whole photo
     return None if alpha.min(initial=255) == 255 else alpha
-
-
-def load_metadata_and_alpha(path: str | Path) -> tuple[PhotoMetadata, np.ndarray | None]:
-    """What a photo file passes on to its results besides its pixels: its metadata
-    (`photo_metadata.read_metadata`) and its transparency (`load_alpha`)."""
-    return read_metadata(path), load_alpha(path)
 
 
 # Modes whose pixels numpy can take as they are (a copy at most); the others are converted strip
@@ -743,7 +748,7 @@ def save_image(
     The format follows the suffix. uint16 pixels keep 16 bits in PNG and TIFF and are rounded to
     8 bit for the other formats; floats are clipped and rounded to 8 bit, not stretched.
     `metadata` (`photo_metadata.read_metadata` of the original) writes its DPI and EXIF where
-    the format holds them. `alpha` (`load_alpha` of the original) makes PNG, TIFF and WebP files
+    the format holds them. `alpha` (`load_photo` of the original) makes PNG, TIFF and WebP files
     RGBA (`with_alpha`); the other formats stay RGB, over white.
     The file appears atomically: it is written to a temporary file beside the destination and
     renamed over it, so a failure never leaves a partial file. Parent folders are created.

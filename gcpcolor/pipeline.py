@@ -299,12 +299,12 @@ class Colorizer:
         """The photo brought to the network's input, and what its results share: its off-tone
         chroma as a measure (with the colour-input warning, `_input_chroma`) and, for a file, its
         metadata and transparency."""
-        pixels = to_pixels(image)
-        measure = self._input_chroma(pixels, image)
         if isinstance(image, (str, os.PathLike)):
-            source = _PhotoSource(measure, *image_io.load_metadata_and_alpha(image))
+            pixels, metadata, alpha = image_io.load_photo(image)
+            source = _PhotoSource(self._input_chroma(pixels, image), metadata, alpha)
         else:
-            source = _PhotoSource(measure)
+            pixels = to_pixels(image)
+            source = _PhotoSource(self._input_chroma(pixels, image))
         return self.processor.preprocess(pixels, resize_mode), source
 
     # ----------------------------------------------------------------- classes

@@ -22,7 +22,7 @@ from .image_io import (
     ImageInputError,
     encode_image,
     is_out_of_memory,
-    load_metadata_and_alpha,
+    load_photo,
     load_pixels,
     one_line_message,
     to_8_bit,
@@ -204,9 +204,8 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
                 with tempfile.TemporaryDirectory() as folder:
                     path = Path(folder) / what
                     path.write_bytes(body)
-                    rgb = load_pixels(path)
                     # the download keeps what the command line keeps: DPI, EXIF, XMP, transparency
-                    metadata, alpha = load_metadata_and_alpha(path) if with_file_details else (None, None)
+                    rgb, metadata, alpha = load_photo(path) if with_file_details else (load_pixels(path), None, None)
             except ImageInputError as exc:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(exc).replace(str(path), what)) from None
             return rgb, metadata, alpha

@@ -135,7 +135,11 @@ def test_api_results_of_a_file_carry_its_metadata_and_arrays_none(tmp_path, demo
 
 
 # --------------------------------------------------------------------------- transparency
-from gcpcolor.image_io import load_alpha, load_pixels, with_alpha  # noqa: E402
+from gcpcolor.image_io import load_photo, load_pixels, with_alpha  # noqa: E402
+
+
+def load_alpha(path):
+    return load_photo(path)[2]
 
 
 def _cut_out(path: Path, size=(40, 24)) -> tuple[Path, np.ndarray]:
@@ -166,6 +170,13 @@ def test_load_alpha_reads_transparency_and_none_for_opaque_photos(tmp_path):
     exif[ORIENTATION] = 6
     rotated.save(tmp_path / "rotated.png", exif=exif.tobytes())
     assert load_alpha(tmp_path / "rotated.png").shape == load_pixels(tmp_path / "rotated.png").shape[:2] == (40, 24)
+
+
+def test_load_photo_gives_load_pixels_pixels_and_the_files_metadata(tmp_path):
+    path, _ = _cut_out(tmp_path / "cut.png")
+    pixels, metadata, _ = load_photo(path)
+    np.testing.assert_array_equal(pixels, load_pixels(path))
+    assert metadata == read_metadata(path)
 
 
 def test_with_alpha_takes_the_colour_out_of_the_white_it_was_blended_with():
