@@ -27,7 +27,7 @@ from gcpcolor.metrics import colorfulness, image_ab, psnr
 from gcpcolor.model import resample_square
 from gcpcolor.pipeline import Colorizer
 
-TEMPERATURES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.38, 0.42, 0.46, 0.5, 0.6, 0.8, 1.0)
+TEMPERATURES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.38, 0.42, 0.46, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0)
 
 
 def main() -> int:
