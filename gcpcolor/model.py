@@ -120,6 +120,17 @@ class GCPColorizationModel(nn.Module):
     def prior_resolution(self) -> int:
         return self.config.biggan.resolution
 
+    def set_temperature(self, temperature: float) -> None:
+        """Decode the colour distribution at `temperature` from now on: lower gives bolder colours
+        (towards each pixel's most likely colour), higher safer, more muted ones (towards the mean).
+        Only networks that predict a colour distribution ("semantic") have one; the configuration
+        records it, so a saved model keeps it."""
+        if not getattr(self.colorization_net, "predicts_distribution", False):
+            raise ValueError("this model predicts colours directly: it has no temperature to set")
+        colorization = dataclasses.replace(self.config.colorization, temperature=float(temperature))
+        self.config = dataclasses.replace(self.config, colorization=colorization)
+        self.colorization_net.config = colorization
+
     def reference_channels(self) -> dict[int, int]:
         """Channels of the conditioning at each colorizer scale (keyed 64/128/256)."""
         if self.guidance is Guidance.IMAGE:

@@ -41,14 +41,7 @@ from .image_io import broken_result_reason, load_pixels, pixels_to_float_rgb, sa
 from .image_processor import ImageProcessor, PreparedPhoto, check_pixels
 from .model import BackboneFeatures, GCPColorizationModel, resample_square
 from .photo_metadata import PhotoMetadata
-from .weights import (
-    AUTHORS_FILES,
-    BUNDLED_MODEL_DIR,
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    find_pretrained_dir,
-    search_dirs,
-)
+from .weights import AUTHORS_FILES, BUNDLED_MODEL_DIR, CONFIG_NAME, WEIGHTS_NAME, find_pretrained_dir, search_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +182,9 @@ class Colorizer:
     """Colorize photos with GCP-Colorization. Holds the model on one device, in eval mode.
 
     `warn_on_color_input` (default True): a ColorInputWarning for each photo that already has
-    colour; callers that report it themselves (the command line) turn it off.
+    colour; callers that report it themselves (the command line) turn it off. `temperature`
+    overrides the model's decoding temperature (`GCPColorizationModel.set_temperature`: lower is
+    bolder, higher more muted; models that predict a colour distribution only).
     """
 
     warn_on_color_input: bool = True
@@ -201,9 +196,12 @@ class Colorizer:
         classifier: "torch.nn.Module | None" = None,
         is_demo: bool = False,
         precision: str = "float32",
+        temperature: float | None = None,
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if temperature is not None:
+            model.set_temperature(temperature)
         self.precision = precision
         self.onnx_network = None  # set by use_onnxruntime: runs the networks instead of PyTorch
         self.device = resolve_device(device)

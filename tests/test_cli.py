@@ -500,3 +500,37 @@ def test_help_documents_keep_color():
     text = " ".join(run("colorize", "--help").output.split())
     assert "--keep-color" in text and "Sepia and other toned prints count as black" in text
     assert "with a one-line note" in text
+
+
+def test_temperature_makes_a_semantic_models_colours_bolder_or_more_muted(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from gcpcolor.config import ColorizationConfig, ColorizerConfig
+    from gcpcolor.metrics import colorfulness
+    from gcpcolor.model import GCPColorizationModel
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(ColorizerConfig.tiny(), colorization=ColorizationConfig(type="semantic", base_channels=8))
+    Colorizer(GCPColorizationModel(config)).save_pretrained(tmp_path / "model")
+    source = _photo(tmp_path / "p.png", size=(64, 64))
+    vividness = {}
+    for temperature in ("0.05", "5"):
+        out = tmp_path / f"t{temperature}.png"
+        result = run("colorize", str(source), "-o", str(out), "--weights", str(tmp_path / "model"), "--class", "1",
+                     "--temperature", temperature, "-q")
+        assert result.exit_code == 0, result.output
+        vividness[temperature] = colorfulness(np.asarray(Image.open(out).convert("RGB"), dtype=np.float64))
+    assert vividness["0.05"] > vividness["5"]
+    assert Colorizer.from_pretrained(tmp_path / "model").config.colorization.temperature == 0.38  # file untouched
+
+
+def test_temperature_errors_are_one_line(tmp_path):
+    source = _photo(tmp_path / "p.png")
+    for extra, expected in ((["--demo"], "no temperature"), (["--temperature", "0"], "0.0<x<=10.0"),
+                            (["--backend", "onnxruntime", "--onnx", str(source)], "--onnx")):
+        args = ["colorize", str(source), "-o", str(tmp_path / "o.png"), "--temperature", "0.5", *extra]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and expected in result.output, result.output
+        assert "Traceback" not in result.output

@@ -212,6 +212,31 @@ def test_semantic_model_round_trips_through_save_pretrained(tmp_path):
     np.testing.assert_allclose(reloaded.colorize(photo, class_id=3).image, colorizer.colorize(photo, class_id=3).image)
 
 
+def test_set_temperature_decodes_the_same_logits_at_the_new_temperature_and_is_saved(tmp_path):
+    torch.manual_seed(0)
+    model = GCPColorizationModel(semantic_config()).eval()
+    l_input = torch.rand(1, 1, 64, 64) * 2 - 1
+    before = model(l_input, torch.tensor([1]))
+    model.set_temperature(0.05)
+    after = model(l_input, torch.tensor([1]))
+    torch.testing.assert_close(after.ab_logits, before.ab_logits)
+    # the annealed mean by its formula: softmax(logits / T) over the bins, times the bin centres
+    weights = torch.softmax(after.ab_logits / 0.05, dim=1)
+    expected = torch.einsum("bqhw,qc->bchw", weights, model.colorization_net.bin_centers)
+    torch.testing.assert_close(after.ab, torch.nn.functional.interpolate(expected, size=64, mode="bilinear",
+                                                                          align_corners=False, antialias=True))
+    # near the mode the colours are bolder than the default temperature's mean
+    assert after.ab.norm(dim=1).mean() > before.ab.norm(dim=1).mean()
+    assert model.config.colorization.temperature == 0.05
+    Colorizer(model).save_pretrained(tmp_path / "model")
+    assert Colorizer.from_pretrained(tmp_path / "model").config.colorization.temperature == 0.05
+    assert Colorizer(GCPColorizationModel(semantic_config()), temperature=0.9).config.colorization.temperature == 0.9
+    with pytest.raises(ConfigError, match="temperature"):
+        model.set_temperature(0)
+    with pytest.raises(ValueError, match="no temperature"):
+        GCPColorizationModel(ColorizerConfig.tiny()).set_temperature(0.5)
+
+
 def test_config_validation_of_the_new_fields():
     with pytest.raises(ConfigError, match="type must be one of"):
         ColorizationConfig(type="unet")
