@@ -6,12 +6,14 @@ request body; options travel in the query string; the answer is the colorized PN
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,6 +39,8 @@ MAX_SEED = 2**64 - 1
 #: that the results are noise, and sigma = 1000 crashed the whole process (demo model) with a
 #: segmentation fault inside torchvision's deform_conv2d: no exception that could be caught.
 MAX_SIGMA = 10.0
+#: The highest decoding temperature a request may ask for (the configuration's own limit).
+MAX_TEMPERATURE = 10.0
 #: How long the page waits for an answer before saying so: long enough for a big photo on a slow
 #: CPU, short enough that a lost answer is noticed.
 PAGE_TIMEOUT_SECONDS = 300
@@ -59,6 +63,8 @@ PAGE = """<!doctype html>
 <label>class <input id="cls" size="18" placeholder="automatic"></label>
 <label>seed <input id="seed" type="number" value="0" style="width:5em"></label>
 <label>variation &sigma; <input id="sigma" type="number" value="0" step="0.1" min="0" style="width:5em"></label>
+<label __TEMPERATURE_HIDDEN__ title="lower: bolder colours; higher: more muted">colour temperature
+<input id="temperature" type="number" value="__TEMPERATURE__" step="0.05" min="0.05" max="10" style="width:5em"></label>
 <button id="go">Colorize</button></p>
 <p id="reference-row" __REFERENCE_HIDDEN__><label>colours from (optional) <input type="file" id="reference" accept="image/*"></label>
 a colour photo whose colours the result follows in place of the prior's exemplar</p>
@@ -79,6 +85,7 @@ $("go").onclick = async () => {
   $("status").textContent = "Colorizing…";
   $("go").disabled = true;
   const query = new URLSearchParams({class: $("cls").value, seed: $("seed").value, sigma: $("sigma").value});
+  if (!$("temperature").parentElement.hidden) query.set("temperature", $("temperature").value);
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), __TIMEOUT_SECONDS__ * 1000);
   try {
@@ -108,6 +115,25 @@ $("go").onclick = async () => {
 """
 
 
+def has_temperature(colorizer) -> bool:
+    """Whether the model decodes a colour distribution, whose temperature a request may set."""
+    return bool(getattr(colorizer.model.colorization_net, "predicts_distribution", False))
+
+
+@contextlib.contextmanager
+def decoding_temperature(colorizer, temperature: float | None) -> Iterator[None]:
+    """The model decodes at `temperature` inside the block (its own outside; None: unchanged)."""
+    if temperature is None:
+        yield
+        return
+    own = colorizer.config.colorization.temperature
+    colorizer.model.set_temperature(temperature)
+    try:
+        yield
+    finally:
+        colorizer.model.set_temperature(own)
+
+
 class RequestError(Exception):
     """A request we answer with `status` and the message, which the page shows."""
 
@@ -119,7 +145,9 @@ class RequestError(Exception):
 def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler]:
     demo_note = " <b>DEMO MODE: untrained weights, colours are meaningless.</b>" if colorizer.is_demo else ""
     page = (PAGE.replace("__DEMO__", demo_note).replace("__TIMEOUT_SECONDS__", str(PAGE_TIMEOUT_SECONDS))
-            .replace("__REFERENCE_HIDDEN__", "" if colorizer.takes_reference else "hidden").encode())
+            .replace("__REFERENCE_HIDDEN__", "" if colorizer.takes_reference else "hidden")
+            .replace("__TEMPERATURE_HIDDEN__", "" if has_temperature(colorizer) else "hidden")
+            .replace("__TEMPERATURE__", f"{colorizer.config.colorization.temperature:g}").encode())
     references: OrderedDict[str, object] = OrderedDict()  # id -> the model's reference input, newest last
 
     class Handler(BaseHTTPRequestHandler):
@@ -233,8 +261,13 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
             try:
                 seed = int(query.get("seed") or 0)
                 sigma = float(query.get("sigma") or 0.0)
+                temperature = float(query["temperature"]) if query.get("temperature") else None
             except ValueError:
-                raise RequestError(HTTPStatus.BAD_REQUEST, "seed must be an integer and sigma a number") from None
+                raise RequestError(HTTPStatus.BAD_REQUEST, "seed must be an integer, sigma and temperature numbers") from None
+            if temperature is not None and not has_temperature(colorizer):
+                raise RequestError(HTTPStatus.BAD_REQUEST, "this model predicts colours directly: it has no temperature")
+            if temperature is not None and not 0 < temperature <= MAX_TEMPERATURE:
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"temperature must be a number above 0 and at most {MAX_TEMPERATURE:g}")
             if not 0 <= seed <= MAX_SEED:
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"seed must be 0..{MAX_SEED}")
             if not 0 <= sigma <= MAX_SIGMA:  # also refuses nan, which fails every comparison
@@ -243,7 +276,8 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
             reference_key = query.get("reference")
             rgb, metadata, alpha = self._read_photo(body, "upload")
             try:
-                with lock:  # one forward at a time: the model is shared by all request threads
+                # one forward at a time: the model (and its temperature) is shared by all request threads
+                with lock, decoding_temperature(colorizer, temperature):
                     if reference_key:
                         if reference_key not in references:
                             raise RequestError(HTTPStatus.BAD_REQUEST,

@@ -39,6 +39,7 @@ def _post(url: str, body: bytes):
 def test_page_and_colorize(server):
     page = urllib.request.urlopen(server + "/", timeout=10).read().decode()
     assert "<input type=\"file\"" in page and "DEMO MODE" in page
+    assert '<label hidden title="lower: bolder' in page  # no temperature for a model that predicts colours directly
     buffer = io.BytesIO()
     Image.fromarray((np.random.default_rng(0).random((30, 50)) * 255).astype(np.uint8)).save(buffer, format="JPEG")
     with _post(server + "/colorize?class=goldfish&seed=1&sigma=0.5", buffer.getvalue()) as response:
@@ -121,6 +122,7 @@ def test_a_client_that_stops_sending_gets_an_answer(demo_colorizer, monkeypatch)
     ("?sigma=inf", "sigma"),
     ("?sigma=-1", "sigma"),
     ("?sigma=1000", "sigma"),  # a segmentation fault in the model before it was refused
+    ("?temperature=0.5", "no temperature"),  # the demo model predicts colours directly
 ])
 def test_out_of_range_options_are_answered_400(server, query, fragment):
     with pytest.raises(urllib.error.HTTPError) as info:
@@ -234,3 +236,40 @@ def test_the_download_keeps_transparency_and_resolution(server):
         image = Image.open(io.BytesIO(response.read()))
         assert image.mode == "RGBA" and image.info["dpi"] == pytest.approx((300, 300), abs=0.01)
         np.testing.assert_array_equal(np.asarray(image.getchannel("A")), alpha)
+
+
+def test_a_semantic_models_page_sets_the_colour_temperature_per_request(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from gcpcolor.config import ColorizationConfig, ColorizerConfig
+    from gcpcolor.metrics import colorfulness
+    from gcpcolor.model import GCPColorizationModel
+    from gcpcolor.pipeline import Colorizer
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(ColorizerConfig.tiny(), colorization=ColorizationConfig(type="semantic", base_channels=8))
+    colorizer = Colorizer(GCPColorizationModel(config))
+    server = make_server(colorizer, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        page = urllib.request.urlopen(url + "/", timeout=10).read().decode()
+        assert re.search(r'<label  title="lower: bolder[^>]*>colour temperature\s*<input id="temperature"[^>]*value="0.38"', page)
+        buffer = io.BytesIO()
+        Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(buffer, format="PNG")
+        vividness = {}
+        for temperature in ("0.05", "5"):
+            with _post(f"{url}/colorize?class=1&temperature={temperature}", buffer.getvalue()) as response:
+                result = np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"), dtype=np.float64)
+            vividness[temperature] = colorfulness(result)
+            assert colorizer.config.colorization.temperature == 0.38  # the model's own again after the request
+        assert vividness["0.05"] > vividness["5"]
+        for bad in ("nan", "0", "11", "warm"):
+            with pytest.raises(urllib.error.HTTPError) as info:
+                _post(f"{url}/colorize?temperature={bad}", _png())
+            assert info.value.code == 400 and "temperature" in json.loads(info.value.read())["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
