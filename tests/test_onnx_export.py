@@ -117,15 +117,19 @@ def test_colorize_with_the_onnxruntime_backend_matches_pytorch(tmp_path, monkeyp
     save_model_pretrained(tiny_model(semantic=True), tmp_path / "model")
     photo = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((48, 40)) * 255).astype(np.uint8)).save(photo)
-    outputs = {}
-    for backend in ("onnxruntime", "pytorch"):
-        outputs[backend] = tmp_path / f"{backend}.png"
-        result = CliRunner().invoke(main, ["colorize", str(photo), "-o", str(outputs[backend]), "--weights",
-                                           str(tmp_path / "model"), "--backend", backend, "-q"])
-        assert result.exit_code == 0, result.output
-    assert len(list((tmp_path / "cache" / "onnx").glob("network-*.onnx"))) == 1  # exported on first use
-    via_onnx, via_torch = (np.asarray(Image.open(outputs[b]), dtype=int) for b in ("onnxruntime", "pytorch"))
-    assert np.abs(via_onnx - via_torch).max() <= 1  # 8-bit outputs: at most one step of rounding apart
+    results = {}
+    for exports, temperature in ((1, []), (2, ["--temperature", "0.05"])):
+        for backend in ("onnxruntime", "pytorch"):
+            output = tmp_path / f"{backend}{temperature}.png"
+            result = CliRunner().invoke(main, ["colorize", str(photo), "-o", str(output), "--weights",
+                                               str(tmp_path / "model"), "--backend", backend, "-q", *temperature])
+            assert result.exit_code == 0, result.output
+            results[backend, exports] = np.asarray(Image.open(output), dtype=int)
+        # exported on first use, once for each temperature (the graph holds it)
+        assert len(list((tmp_path / "cache" / "onnx").glob("network-*.onnx"))) == exports
+        # 8-bit outputs: at most one step of rounding apart
+        assert np.abs(results["onnxruntime", exports] - results["pytorch", exports]).max() <= 1
+    assert np.abs(results["onnxruntime", 1] - results["onnxruntime", 2]).max() > 1
 
     refused = CliRunner().invoke(main, ["colorize", str(photo), "-o", str(tmp_path / "s"), "--weights",
                                         str(tmp_path / "model"), "--backend", "onnxruntime", "--samples", "2"])
