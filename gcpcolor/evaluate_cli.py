@@ -57,6 +57,8 @@ def _methods(specs: list[str]) -> dict[str, Path]:
 @click.option("--compare", multiple=True, metavar="[NAME=]DIR", help="Another method's results (repeatable); NAME defaults to the folder name.")
 @click.option("--colorize-with", "model_dir", type=click.Path(file_okay=False), metavar="MODEL_DIR",
               help="Colorize the gray versions of --truth with this gcpcolor model first (into OUT/results/<name>/).")
+@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True, max=10.0),
+              help="With --colorize-with: decode at this temperature instead of the model's own (see gcpcolor colorize).")
 @click.option("--demo", is_flag=True, help="Colorize with the tiny untrained demo model first (checks the protocol; scores are meaningless).")
 @click.option("--include-gray", is_flag=True, help="Also evaluate the gray input itself (the floor).")
 @click.option("--size", type=click.IntRange(min=11), default=DEFAULT_SIZE, show_default=True, help="Evaluation size for --mode resize/center-crop.")
@@ -76,7 +78,8 @@ def _methods(specs: list[str]) -> dict[str, Path]:
 @click.option("--overwrite", is_flag=True, help="Replace an existing report (and colorized results).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def evaluate_command(
-    results: tuple[str, ...], truth_dir: str, output: str, compare: tuple[str, ...], model_dir: str | None, demo: bool,
+    results: tuple[str, ...], truth_dir: str, output: str, compare: tuple[str, ...], model_dir: str | None,
+    temperature: float | None, demo: bool,
     include_gray: bool, size: int, mode: str, cf_variant: str, fid: bool | None, inception_weights: str | None,
     suffix: str, training_dirs: tuple[str, ...], grid_rows: int, batch_size: int, device: str, overwrite: bool,
     quiet: bool,
@@ -86,6 +89,8 @@ def evaluate_command(
     out = Path(output)
     try:
         check_report_target(out, overwrite)  # before any slow work
+        if temperature is not None and model_dir is None and not demo:
+            raise CommandError("--temperature goes with --colorize-with")
         if model_dir is not None or demo:
             if model_dir is not None and demo:
                 raise CommandError("--colorize-with and --demo exclude each other")
@@ -93,7 +98,8 @@ def evaluate_command(
             if name in methods or (include_gray and name == GRAY_METHOD):
                 raise CommandError(f"a results folder is already named '{name}'; name it with NAME=DIR")
             model_path = None if model_path is None else str(model_path)
-            methods[name] = _colorize(truth_dir, out / "results" / name, model_path, device, suffix, overwrite, quiet)
+            methods[name] = _colorize(truth_dir, out / "results" / name, model_path, temperature, device, suffix,
+                                      overwrite, quiet)
         report = evaluate_folders(
             truth_dir, methods, include_gray=include_gray, size=size, mode=mode, colorfulness_variant=cf_variant,
             fid=fid, inception_weights=inception_weights, result_suffix=suffix, batch_size=batch_size,
@@ -108,8 +114,8 @@ def evaluate_command(
     click.echo(f"wrote {', '.join(path.name for path in written)} to {out}")
 
 
-def _colorize(truth_dir: str, target: Path, model_dir: str | None, device: str, suffix: str, overwrite: bool,
-              quiet: bool) -> Path:
+def _colorize(truth_dir: str, target: Path, model_dir: str | None, temperature: float | None, device: str,
+              suffix: str, overwrite: bool, quiet: bool) -> Path:
     from .devices import resolve_device
     from .pipeline import Colorizer
 
@@ -118,12 +124,15 @@ def _colorize(truth_dir: str, target: Path, model_dir: str | None, device: str, 
         resolved = resolve_device(device)
     except RuntimeError as exc:
         raise CommandError(str(exc)) from None
+    # load() reads our format (config.json + model.safetensors) and also the authors' files.
+    colorizer = Colorizer.demo(device=resolved) if model_dir is None else Colorizer.load(model_dir, device=resolved)
+    if temperature is not None:
+        try:
+            colorizer.model.set_temperature(temperature)
+        except ValueError as exc:
+            raise CommandError(f"--temperature: {exc}") from None
     if model_dir is None:
-        colorizer = Colorizer.demo(device=resolved)
         echo_err(DEMO_NOTICE)
-    else:
-        # load() reads our format (config.json + model.safetensors) and also the authors' files.
-        colorizer = Colorizer.load(model_dir, device=resolved)
     for problem in colorize_folder(truth_dir, target, colorizer, suffix=suffix,
                                    overwrite=overwrite, progress=not quiet):
         echo_err(f"error: {problem}")

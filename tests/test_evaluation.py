@@ -336,6 +336,37 @@ def test_cli_colorize_with_a_named_model_folder(tmp_path):
     assert set(json.loads((out / "metrics.json").read_text())["methods"]) == {"mine"}
 
 
+def test_cli_colorize_with_a_temperature_scores_a_bolder_decoding(tmp_path):
+    """--temperature decodes a semantic model at another temperature; the report's colourfulness
+    follows it, and misuse is a one-line error."""
+    import dataclasses
+
+    import torch
+
+    from gcpcolor.config import ColorizationConfig, ColorizerConfig
+    from gcpcolor.model import GCPColorizationModel
+    from gcpcolor.pipeline import Colorizer
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(ColorizerConfig.tiny(), colorization=ColorizationConfig(type="semantic", base_channels=8))
+    Colorizer(GCPColorizationModel(config)).save_pretrained(tmp_path / "model")
+    truth = tmp_path / "truth"
+    for index in range(2):
+        _save(_colour_photo(index, size=(36, 28)), truth / f"tiny{index}.jpg")
+    colourfulness = {}
+    for temperature in ("0.05", "5"):
+        out = tmp_path / f"eval{temperature}"
+        result = _run("--truth", str(truth), "--colorize-with", f"m={tmp_path / 'model'}", "--temperature", temperature,
+                      "-o", str(out), "--size", "32", "-q", "--no-fid")
+        assert result.exit_code == 0, result.output
+        colourfulness[temperature] = json.loads((out / "metrics.json").read_text())["methods"]["m"]["colorfulness"]
+    assert colourfulness["0.05"] > colourfulness["5"]
+    assert "--colorize-with" in _one_line_error(_run("--truth", str(truth), str(truth), "--temperature", "0.5",
+                                                     "-o", str(tmp_path / "x")))
+    assert "no temperature" in _one_line_error(_run("--truth", str(truth), "--demo", "--temperature", "0.5",
+                                                    "-o", str(tmp_path / "y")))
+
+
 def test_tf_fid_network_and_kid_on_real_features(folders):
     """The pinned TF-FID TorchScript network, when installed: 2048-d non-negative pool3
     features, FID and KID of a set against itself are ~0, and a dulled set scores worse."""
