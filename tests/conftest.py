@@ -24,6 +24,21 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture()
+def semantic_colorizer():
+    """A tiny untrained model of the default model's kind: it predicts a colour distribution
+    (temperature 0.38, the configuration's default)."""
+    import dataclasses
+
+    from gcpcolor.config import ColorizationConfig, ColorizerConfig
+    from gcpcolor.model import GCPColorizationModel
+    from gcpcolor.pipeline import Colorizer
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(ColorizerConfig.tiny(), colorization=ColorizationConfig(type="semantic", base_channels=8))
+    return Colorizer(GCPColorizationModel(config))
+
+
 @pytest.fixture(scope="session")
 def demo_colorizer():
     from gcpcolor.pipeline import Colorizer

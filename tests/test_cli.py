@@ -502,18 +502,10 @@ def test_help_documents_keep_color():
     assert "with a one-line note" in text
 
 
-def test_temperature_makes_a_semantic_models_colours_bolder_or_more_muted(tmp_path):
-    import dataclasses
-
-    import torch
-
-    from gcpcolor.config import ColorizationConfig, ColorizerConfig
+def test_temperature_makes_a_semantic_models_colours_bolder_or_more_muted(tmp_path, semantic_colorizer):
     from gcpcolor.metrics import colorfulness
-    from gcpcolor.model import GCPColorizationModel
 
-    torch.manual_seed(0)
-    config = dataclasses.replace(ColorizerConfig.tiny(), colorization=ColorizationConfig(type="semantic", base_channels=8))
-    Colorizer(GCPColorizationModel(config)).save_pretrained(tmp_path / "model")
+    semantic_colorizer.save_pretrained(tmp_path / "model")
     source = _photo(tmp_path / "p.png", size=(64, 64))
     vividness = {}
     for temperature in ("0.05", "5"):

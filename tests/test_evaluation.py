@@ -336,20 +336,10 @@ def test_cli_colorize_with_a_named_model_folder(tmp_path):
     assert set(json.loads((out / "metrics.json").read_text())["methods"]) == {"mine"}
 
 
-def test_cli_colorize_with_a_temperature_scores_a_bolder_decoding(tmp_path):
+def test_cli_colorize_with_a_temperature_scores_a_bolder_decoding(tmp_path, semantic_colorizer):
     """--temperature decodes a semantic model at another temperature; the report's colourfulness
     follows it, and misuse is a one-line error."""
-    import dataclasses
-
-    import torch
-
-    from gcpcolor.config import ColorizationConfig, ColorizerConfig
-    from gcpcolor.model import GCPColorizationModel
-    from gcpcolor.pipeline import Colorizer
-
-    torch.manual_seed(0)
-    config = dataclasses.replace(ColorizerConfig.tiny(), colorization=ColorizationConfig(type="semantic", base_channels=8))
-    Colorizer(GCPColorizationModel(config)).save_pretrained(tmp_path / "model")
+    semantic_colorizer.save_pretrained(tmp_path / "model")
     truth = tmp_path / "truth"
     for index in range(2):
         _save(_colour_photo(index, size=(36, 28)), truth / f"tiny{index}.jpg")

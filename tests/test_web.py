@@ -238,19 +238,10 @@ def test_the_download_keeps_transparency_and_resolution(server):
         np.testing.assert_array_equal(np.asarray(image.getchannel("A")), alpha)
 
 
-def test_a_semantic_models_page_sets_the_colour_temperature_per_request(tmp_path):
-    import dataclasses
-
-    import torch
-
-    from gcpcolor.config import ColorizationConfig, ColorizerConfig
+def test_a_semantic_models_page_sets_the_colour_temperature_per_request(semantic_colorizer):
     from gcpcolor.metrics import colorfulness
-    from gcpcolor.model import GCPColorizationModel
-    from gcpcolor.pipeline import Colorizer
 
-    torch.manual_seed(0)
-    config = dataclasses.replace(ColorizerConfig.tiny(), colorization=ColorizationConfig(type="semantic", base_channels=8))
-    colorizer = Colorizer(GCPColorizationModel(config))
+    colorizer = semantic_colorizer
     server = make_server(colorizer, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
