@@ -63,7 +63,7 @@ PAGE = """<!doctype html>
 <label>class <input id="cls" size="18" placeholder="automatic"></label>
 <label>seed <input id="seed" type="number" value="0" style="width:5em"></label>
 <label>variation &sigma; <input id="sigma" type="number" value="0" step="0.1" min="0" style="width:5em"></label>
-<label __TEMPERATURE_HIDDEN__ title="lower: bolder colours; higher: more muted">colour temperature
+<label id="temperature-row" __TEMPERATURE_HIDDEN__ title="lower: bolder colours; higher: more muted">colour temperature
 <input id="temperature" type="number" value="__TEMPERATURE__" step="0.05" min="0.05" max="10" style="width:5em"></label>
 <button id="go">Colorize</button></p>
 <p id="reference-row" __REFERENCE_HIDDEN__><label>colours from (optional) <input type="file" id="reference" accept="image/*"></label>
@@ -85,7 +85,7 @@ $("go").onclick = async () => {
   $("status").textContent = "Colorizing…";
   $("go").disabled = true;
   const query = new URLSearchParams({class: $("cls").value, seed: $("seed").value, sigma: $("sigma").value});
-  if (!$("temperature").parentElement.hidden) query.set("temperature", $("temperature").value);
+  if (!$("temperature-row").hidden) query.set("temperature", $("temperature").value);
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), __TIMEOUT_SECONDS__ * 1000);
   try {

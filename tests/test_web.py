@@ -39,7 +39,7 @@ def _post(url: str, body: bytes):
 def test_page_and_colorize(server):
     page = urllib.request.urlopen(server + "/", timeout=10).read().decode()
     assert "<input type=\"file\"" in page and "DEMO MODE" in page
-    assert '<label hidden title="lower: bolder' in page  # no temperature for a model that predicts colours directly
+    assert '<label id="temperature-row" hidden title="lower: bolder' in page  # no temperature for a model that predicts colours directly
     buffer = io.BytesIO()
     Image.fromarray((np.random.default_rng(0).random((30, 50)) * 255).astype(np.uint8)).save(buffer, format="JPEG")
     with _post(server + "/colorize?class=goldfish&seed=1&sigma=0.5", buffer.getvalue()) as response:
@@ -247,7 +247,7 @@ def test_a_semantic_models_page_sets_the_colour_temperature_per_request(semantic
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         page = urllib.request.urlopen(url + "/", timeout=10).read().decode()
-        assert re.search(r'<label  title="lower: bolder[^>]*>colour temperature\s*<input id="temperature"[^>]*value="0.38"', page)
+        assert re.search(r'<label id="temperature-row"  title="lower: bolder[^>]*>colour temperature\s*<input id="temperature"[^>]*value="0.38"', page)
         buffer = io.BytesIO()
         Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(buffer, format="PNG")
         vividness = {}
