@@ -40,7 +40,7 @@ def main() -> int:
 
     colorizer = Colorizer.from_pretrained(args.model_dir)
     model = colorizer.model
-    if not getattr(model.colorization_net, "predicts_distribution", False):
+    if not model.predicts_distribution:
         print("this model has no ab-bin distribution to calibrate", file=sys.stderr)
         return 2
     files = [path for path, _ in find_images(args.photo_dirs)]

@@ -21,6 +21,7 @@ from .classes import ClassNotFoundError, IMAGENET_CLASSES, resolve_class
 from .cli_common import DEMO_NOTICE, EXIT_INPUT_ERRORS, CommandError, load_colorizer
 from .cli_common import echo_err as _echo_err
 from .color_detection import COLOR_THRESHOLD, color_input_note, off_tone_chroma
+from .config import MAX_TEMPERATURE
 from .evaluate_cli import evaluate_command
 from .model_cli import convert_command, export_command
 from .train_cli import train_command, train_encoder_command, train_prior_command
@@ -239,7 +240,7 @@ def _failure_message(error: Exception, activity: str = "colorizing") -> str:
               help="A colour photo whose colours the results follow in place of the GAN's exemplar: the "
                    "correspondence network matches its content to each photo's (models trained with image "
                    "guidance only). One result per photo.")
-@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True, max=10.0),
+@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True, max=MAX_TEMPERATURE),
               help="How bold the colours are, for models that predict a colour distribution (the default "
                    "model): lower is bolder (0.4), higher more muted (0.8). Default: the model's own, chosen so "
                    "its results are as colourful as photos (0.60 for the default model).")

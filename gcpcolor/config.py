@@ -273,6 +273,11 @@ class CorrespondenceConfig:
             raise ConfigError(f"CorrespondenceConfig: grid must be 16, 32 or 64, got {self.grid}")
 
 
+#: The highest annealed-mean temperature of a "semantic" network that the configuration, the
+#: command line and the web page accept.
+MAX_TEMPERATURE = 10.0
+
+
 @dataclass(frozen=True)
 class ColorizationConfig:
     """The colorization network C: the paper's SPADE network ("spade") or the default model's
@@ -296,8 +301,8 @@ class ColorizationConfig:
             raise ConfigError(
                 f"ColorizationConfig: type must be one of {', '.join(COLORIZATION_NETWORKS)}, got {self.type!r}"
             )
-        if not 0.0 < self.temperature <= 10.0:
-            raise ConfigError(f"ColorizationConfig: temperature must be in (0, 10], got {self.temperature}")
+        if not 0.0 < self.temperature <= MAX_TEMPERATURE:
+            raise ConfigError(f"ColorizationConfig: temperature must be in (0, {MAX_TEMPERATURE:g}], got {self.temperature}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .cli_common import DEMO_NOTICE, CommandError, echo_err
-from .config import ConfigError
+from .config import MAX_TEMPERATURE, ConfigError
 from .errors import MissingWeightsError, WeightsFormatError
 from .evaluation import (
     DEFAULT_SIZE,
@@ -57,7 +57,7 @@ def _methods(specs: list[str]) -> dict[str, Path]:
 @click.option("--compare", multiple=True, metavar="[NAME=]DIR", help="Another method's results (repeatable); NAME defaults to the folder name.")
 @click.option("--colorize-with", "model_dir", type=click.Path(file_okay=False), metavar="MODEL_DIR",
               help="Colorize the gray versions of --truth with this gcpcolor model first (into OUT/results/<name>/).")
-@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True, max=10.0),
+@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True, max=MAX_TEMPERATURE),
               help="With --colorize-with: decode at this temperature instead of the model's own (see gcpcolor colorize).")
 @click.option("--demo", is_flag=True, help="Colorize with the tiny untrained demo model first (checks the protocol; scores are meaningless).")
 @click.option("--include-gray", is_flag=True, help="Also evaluate the gray input itself (the floor).")

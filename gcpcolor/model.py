@@ -120,12 +120,18 @@ class GCPColorizationModel(nn.Module):
     def prior_resolution(self) -> int:
         return self.config.biggan.resolution
 
+    @property
+    def predicts_distribution(self) -> bool:
+        """Whether the colorization network predicts a colour distribution ("semantic"), which is
+        decoded at a temperature, rather than the colours themselves."""
+        return bool(getattr(self.colorization_net, "predicts_distribution", False))
+
     def set_temperature(self, temperature: float) -> None:
         """Decode the colour distribution at `temperature` from now on: lower gives bolder colours
         (towards each pixel's most likely colour), higher safer, more muted ones (towards the mean).
         Only networks that predict a colour distribution ("semantic") have one; the configuration
         records it, so a saved model keeps it."""
-        if not getattr(self.colorization_net, "predicts_distribution", False):
+        if not self.predicts_distribution:
             raise ValueError("this model predicts colours directly: it has no temperature to set")
         colorization = dataclasses.replace(self.config.colorization, temperature=float(temperature))
         self.config = dataclasses.replace(self.config, colorization=colorization)

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from .classes import ClassNotFoundError
+from .config import MAX_TEMPERATURE
 from .image_io import (
     ImageInputError,
     encode_image,
@@ -39,8 +40,6 @@ MAX_SEED = 2**64 - 1
 #: that the results are noise, and sigma = 1000 crashed the whole process (demo model) with a
 #: segmentation fault inside torchvision's deform_conv2d: no exception that could be caught.
 MAX_SIGMA = 10.0
-#: The highest decoding temperature a request may ask for (the configuration's own limit).
-MAX_TEMPERATURE = 10.0
 #: How long the page waits for an answer before saying so: long enough for a big photo on a slow
 #: CPU, short enough that a lost answer is noticed.
 PAGE_TIMEOUT_SECONDS = 300
@@ -115,11 +114,6 @@ $("go").onclick = async () => {
 """
 
 
-def has_temperature(colorizer) -> bool:
-    """Whether the model decodes a colour distribution, whose temperature a request may set."""
-    return bool(getattr(colorizer.model.colorization_net, "predicts_distribution", False))
-
-
 @contextlib.contextmanager
 def decoding_temperature(colorizer, temperature: float | None) -> Iterator[None]:
     """The model decodes at `temperature` inside the block (its own outside; None: unchanged)."""
@@ -146,7 +140,7 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
     demo_note = " <b>DEMO MODE: untrained weights, colours are meaningless.</b>" if colorizer.is_demo else ""
     page = (PAGE.replace("__DEMO__", demo_note).replace("__TIMEOUT_SECONDS__", str(PAGE_TIMEOUT_SECONDS))
             .replace("__REFERENCE_HIDDEN__", "" if colorizer.takes_reference else "hidden")
-            .replace("__TEMPERATURE_HIDDEN__", "" if has_temperature(colorizer) else "hidden")
+            .replace("__TEMPERATURE_HIDDEN__", "" if colorizer.model.predicts_distribution else "hidden")
             .replace("__TEMPERATURE__", f"{colorizer.config.colorization.temperature:g}").encode())
     references: OrderedDict[str, object] = OrderedDict()  # id -> the model's reference input, newest last
 
@@ -264,7 +258,7 @@ def make_handler(colorizer, lock: threading.Lock) -> type[BaseHTTPRequestHandler
                 temperature = float(query["temperature"]) if query.get("temperature") else None
             except ValueError:
                 raise RequestError(HTTPStatus.BAD_REQUEST, "seed must be an integer, sigma and temperature numbers") from None
-            if temperature is not None and not has_temperature(colorizer):
+            if temperature is not None and not colorizer.model.predicts_distribution:
                 raise RequestError(HTTPStatus.BAD_REQUEST, "this model predicts colours directly: it has no temperature")
             if temperature is not None and not 0 < temperature <= MAX_TEMPERATURE:
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"temperature must be a number above 0 and at most {MAX_TEMPERATURE:g}")

@@ -134,7 +134,7 @@ class ColorizationTrainer(Trainer):
         self.patchgan = MultiScalePatchGAN(config.patchgan).to(self.device).train()
         self.ab_bin_weights: torch.Tensor | None = None
         if config.loss.ab_classification > 0:
-            if not getattr(model.colorization_net, "predicts_distribution", False):
+            if not model.predicts_distribution:
                 raise TrainingSetupError("loss.ab_classification needs model.colorization.type: semantic")
             centers = model.colorization_net.bin_centers
             counts = ab_bin_counts(self.dataset, centers, AB_PRIOR_SAMPLES)
