@@ -9,7 +9,13 @@ there: the H100 runs trained on over-compressed photos moved b* on val by +3 to 
 (the evaluation protocol). Choose T where the ratio is near 1 — on photos that are not the
 benchmark you report.
 
+With `--a-tilts`, the same for each a* tilt of the decoding (`colorization.a_tilt`): one table
+per tilt, then for each tilt the temperature whose ratio is nearest 1 and the mean a* there.
+The rule used for the default model: the tilt whose mean a* at its own temperature is nearest
+the photos', with that temperature (both fitted on training photos, never on the benchmark).
+
     python benchmarks/calibrate_temperature.py MODEL_DIR PHOTO_DIR [PHOTO_DIR...] [--count 200]
+        [--a-tilts 0 -0.004 -0.006] [--temperatures 0.4 0.5 0.6]
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ def main() -> int:
     parser.add_argument("photo_dirs", nargs="+", metavar="photo_dir")
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--a-tilts", type=float, nargs="+", default=None,
+                        help="a* tilts to try (default: the model's own)")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES))
     args = parser.parse_args()
 
     colorizer = Colorizer.from_pretrained(args.model_dir)
@@ -43,11 +52,13 @@ def main() -> int:
     if not model.predicts_distribution:
         print("this model has no ab-bin distribution to calibrate", file=sys.stderr)
         return 2
+    tilts = args.a_tilts if args.a_tilts is not None else [model.config.colorization.a_tilt]
+    settings = [(tilt, temperature) for tilt in tilts for temperature in args.temperatures]
     files = [path for path, _ in find_images(args.photo_dirs)]
     files = files[:: max(1, len(files) // args.count)][: args.count]  # evenly over all folders
-    truth_cf, output_cf = [], {t: [] for t in TEMPERATURES}
-    scores = {t: [] for t in TEMPERATURES}
-    truth_ab, output_ab = [], {t: [] for t in TEMPERATURES}  # per photo mean (a*, b*)
+    truth_cf, output_cf = [], {setting: [] for setting in settings}
+    scores = {setting: [] for setting in settings}
+    truth_ab, output_ab = [], {setting: [] for setting in settings}  # per photo mean (a*, b*)
     with torch.no_grad():
         for path in files:
             rgb = torch.from_numpy(load_image(path)).permute(2, 0, 1)[None]
@@ -58,24 +69,39 @@ def main() -> int:
             truth = (rgb[0].permute(1, 2, 0).numpy() * 255).round()
             truth_cf.append(colorfulness(truth))
             truth_ab.append(lab[0, 1:].mean(dim=(1, 2)).numpy())
-            for temperature in TEMPERATURES:
-                ab = resample_square(model.colorization_net.decode(output.ab_logits, temperature), args.size)
+            for setting in settings:
+                tilt, temperature = setting
+                ab = resample_square(model.colorization_net.decode(output.ab_logits, temperature, tilt), args.size)
                 result = lab_to_rgb(torch.cat([lab[:, :1], ab], dim=1))[0].permute(1, 2, 0).numpy()
                 result = (result * 255).round()
-                output_cf[temperature].append(colorfulness(result))
-                output_ab[temperature].append(image_ab(result).mean(axis=(1, 2)))
-                scores[temperature].append(psnr(truth, result))
+                output_cf[setting].append(colorfulness(result))
+                output_ab[setting].append(image_ab(result).mean(axis=(1, 2)))
+                scores[setting].append(psnr(truth, result))
     reference = float(np.mean(truth_cf))
     truth_a, truth_b = np.mean(truth_ab, axis=0)
     print(f"{len(files)} photos from {', '.join(args.photo_dirs)}; ground-truth colourfulness {reference:.2f}, "
           f"mean a* {truth_a:.2f}, b* {truth_b:.2f}")
-    print("| T | colourfulness | ratio | PSNR | mean a* | mean b* |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for temperature in TEMPERATURES:
-        value = float(np.mean(output_cf[temperature]))
-        a, b = np.mean(output_ab[temperature], axis=0)
-        print(f"| {temperature:.2f} | {value:.2f} | {value / reference:.3f} | {np.mean(scores[temperature]):.2f} "
-              f"| {a:.2f} | {b:.2f} |")
+    chosen = {}
+    for tilt in tilts:
+        if len(tilts) > 1:
+            print(f"\na* tilt {tilt:g}")
+        print("| T | colourfulness | ratio | PSNR | mean a* | mean b* |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for temperature in args.temperatures:
+            value = float(np.mean(output_cf[tilt, temperature]))
+            a, b = np.mean(output_ab[tilt, temperature], axis=0)
+            print(f"| {temperature:.2f} | {value:.2f} | {value / reference:.3f} | {np.mean(scores[tilt, temperature]):.2f} "
+                  f"| {a:.2f} | {b:.2f} |")
+        chosen[tilt] = min(args.temperatures, key=lambda t: abs(np.mean(output_cf[tilt, t]) / reference - 1))
+    if len(tilts) > 1:
+        print("\n| a* tilt | T with ratio nearest 1 | ratio | mean a* (photos' own: %.2f) |" % truth_a)
+        print("|---:|---:|---:|---:|")
+        for tilt, temperature in chosen.items():
+            ratio = np.mean(output_cf[tilt, temperature]) / reference
+            a = np.mean(output_ab[tilt, temperature], axis=0)[0]
+            print(f"| {tilt:g} | {temperature:.2f} | {ratio:.3f} | {a:.2f} |")
+        best = min(chosen, key=lambda tilt: abs(np.mean(output_ab[tilt, chosen[tilt]], axis=0)[0] - truth_a))
+        print(f"\nrule: a_tilt {best:g}, temperature {chosen[best]:.2f}")
     return 0
 
 

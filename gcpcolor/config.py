@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -276,6 +277,9 @@ class CorrespondenceConfig:
 #: The highest annealed-mean temperature of a "semantic" network that the configuration, the
 #: command line and the web page accept.
 MAX_TEMPERATURE = 10.0
+#: A tilt of 0.1 per Lab unit already moves a bin at a* = 50 by 5 logits: far past any offset
+#: a model could need.
+MAX_A_TILT = 0.1
 
 
 @dataclass(frozen=True)
@@ -295,6 +299,13 @@ class ColorizationConfig:
     #: "semantic" only: temperature of the annealed mean that decodes the ab-bin distribution
     #: (lower is more vivid; Zhang et al. 2016 use 0.38)
     temperature: float = 0.38
+    #: "semantic" only: an exponential tilt of the ab-bin distribution along a*, added to the
+    #: logits before the temperature (logits + a_tilt · a* of each bin centre). The rebalanced
+    #: loss leaves the network's a* too high by a constant (magenta-maroon shadows); a small
+    #: negative tilt, fitted on training photos with `benchmarks/calibrate_temperature.py
+    #: --a-tilts`, removes it. b* has no such constant offset (it follows content), so it has
+    #: no tilt.
+    a_tilt: float = 0.0
 
     def __post_init__(self) -> None:
         if self.type not in COLORIZATION_NETWORKS:
@@ -303,6 +314,8 @@ class ColorizationConfig:
             )
         if not 0.0 < self.temperature <= MAX_TEMPERATURE:
             raise ConfigError(f"ColorizationConfig: temperature must be in (0, {MAX_TEMPERATURE:g}], got {self.temperature}")
+        if not math.isfinite(self.a_tilt) or abs(self.a_tilt) > MAX_A_TILT:
+            raise ConfigError(f"ColorizationConfig: a_tilt must be within ±{MAX_A_TILT:g}, got {self.a_tilt}")
 
 
 @dataclass(frozen=True)

@@ -55,3 +55,33 @@ def test_calibration_table_has_every_temperature_and_the_photos_cast(tmp_path):
         colourfulness, ratio = float(row[1]), float(row[2])
         assert colourfulness >= 0 and ratio >= 0
         assert all(-128 <= float(value) <= 128 for value in row[4:])
+
+
+def test_a_tilt_sweep_prints_a_table_per_tilt_and_picks_the_tilt_by_its_mean_a(tmp_path):
+    torch.manual_seed(0)
+    config = dataclasses.replace(ColorizerConfig.tiny(), colorization=ColorizationConfig(type="semantic", base_channels=8))
+    Colorizer(GCPColorizationModel(config)).save_pretrained(tmp_path / "model")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    skin = np.zeros((40, 50, 3), dtype=np.uint8)
+    skin[...] = (200, 150, 120)
+    Image.fromarray(skin).save(photos / "skin.png")
+
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "model"), str(photos), "--count", "1", "--size", "64",
+         "--a-tilts", "0", "-0.05", "--temperatures", "0.3", "0.6"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "a* tilt 0\n" in text and "a* tilt -0.05\n" in text
+    summary = text[text.index("| a* tilt |"):].splitlines()
+    rows = {float(cells[0]): (float(cells[1]), float(cells[3]))
+            for cells in ([c.strip() for c in line.strip("|").split("|")] for line in summary[2:4])}
+    assert set(rows) == {0.0, -0.05}
+    assert all(temperature in (0.3, 0.6) for temperature, _ in rows.values())
+    # the stronger negative tilt gives the lower mean a*
+    assert rows[-0.05][1] < rows[0.0][1]
+    truth_a = float(summary[0].split("own: ")[1].split(")")[0])
+    best = min(rows, key=lambda tilt: abs(rows[tilt][1] - truth_a))
+    assert text.strip().endswith(f"rule: a_tilt {best:g}, temperature {rows[best][0]:.2f}")

@@ -237,6 +237,32 @@ def test_set_temperature_decodes_the_same_logits_at_the_new_temperature_and_is_s
         GCPColorizationModel(ColorizerConfig.tiny()).set_temperature(0.5)
 
 
+def test_a_tilt_decodes_the_tilted_distribution_by_its_formula_and_is_saved(tmp_path):
+    torch.manual_seed(0)
+    model = GCPColorizationModel(semantic_config()).eval()
+    net = model.colorization_net
+    logits = torch.randn(1, net.num_bins, 8, 8) * 3
+    centers = net.bin_centers
+    untilted = net.decode(logits, 0.5)
+    torch.testing.assert_close(untilted, net.decode(logits, 0.5, 0.0))
+    tilted = net.decode(logits, 0.5, -0.01)
+    # softmax((logits + tilt · a*) / T) over the bins, times the bin centres
+    weights = torch.softmax((logits + -0.01 * centers[:, 0].view(1, -1, 1, 1)) / 0.5, dim=1)
+    torch.testing.assert_close(tilted, torch.einsum("bqhw,qc->bchw", weights, centers))
+    # a negative tilt lowers a* everywhere (an exponential tilt moves each mean towards it)
+    assert bool((tilted[:, 0] < untilted[:, 0]).all())
+
+    tilted_config = dataclasses.replace(SEMANTIC, a_tilt=-0.006)
+    model = GCPColorizationModel(dataclasses.replace(ColorizerConfig.tiny(), colorization=tilted_config)).eval()
+    torch.testing.assert_close(model.colorization_net.decode(logits), model.colorization_net.decode(logits, 0.38, -0.006))
+    Colorizer(model).save_pretrained(tmp_path / "model")
+    reloaded = Colorizer.from_pretrained(tmp_path / "model").model
+    assert reloaded.config.colorization.a_tilt == -0.006
+    for bad in (float("nan"), 0.5):
+        with pytest.raises(ConfigError, match="a_tilt"):
+            ColorizationConfig(type="semantic", a_tilt=bad)
+
+
 def test_config_validation_of_the_new_fields():
     with pytest.raises(ConfigError, match="type must be one of"):
         ColorizationConfig(type="unet")

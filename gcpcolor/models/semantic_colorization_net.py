@@ -134,11 +134,17 @@ class SemanticColorizationNet(nn.Module):
         x = self.up4(torch.cat([_upsample_to(x, features[4]), features[4], prior], dim=1))
         return self.head(x)
 
-    def decode(self, logits: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
-        """Annealed mean of the bin distribution: (B, 2, h, w) ab in Lab units."""
+    def decode(self, logits: torch.Tensor, temperature: float | None = None, a_tilt: float | None = None) -> torch.Tensor:
+        """Annealed mean of the bin distribution tilted along a*: (B, 2, h, w) ab in Lab units.
+        `temperature` and `a_tilt` default to the configuration's."""
         temperature = self.config.temperature if temperature is None else temperature
-        weights = torch.softmax(logits.float() / temperature, dim=1)
-        return torch.einsum("bqhw,qc->bchw", weights, self.bin_centers.float())
+        a_tilt = self.config.a_tilt if a_tilt is None else a_tilt
+        centers = self.bin_centers.float()
+        logits = logits.float()
+        if a_tilt:
+            logits = logits + a_tilt * centers[:, 0].view(1, -1, 1, 1)
+        weights = torch.softmax(logits / temperature, dim=1)
+        return torch.einsum("bqhw,qc->bchw", weights, centers)
 
     def forward(self, l_input: torch.Tensor, warped: Mapping[int, torch.Tensor]) -> torch.Tensor:
         """ab / 110 at the input's size (the same contract as the SPADE network)."""
