@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,24 +27,28 @@ def mean_ab(image: np.ndarray) -> np.ndarray:
     return rgb2lab(image / 255.0)[..., 1:].reshape(-1, 2).mean(axis=0)
 
 
-def test_calibration_table_has_every_temperature_and_the_photos_cast(tmp_path):
+def calibrate_tiny_model(tmp_path, colours: dict[str, tuple[int, int, int]], *options: str) -> tuple[str, Path]:
+    """Run the script on a tiny untrained ab-bin model and flat photos of `colours` (name → RGB);
+    returns its output and the photos' folder."""
     torch.manual_seed(0)
     config = dataclasses.replace(ColorizerConfig.tiny(), colorization=ColorizationConfig(type="semantic", base_channels=8))
     Colorizer(GCPColorizationModel(config)).save_pretrained(tmp_path / "model")
     photos = tmp_path / "photos"
     photos.mkdir()
-    orange = np.zeros((40, 50, 3), dtype=np.uint8)
-    orange[...] = (230, 140, 40)
-    Image.fromarray(orange).save(photos / "orange.png")
-    Image.fromarray(orange[..., ::-1].copy()).save(photos / "blue.png")
-
+    for name, rgb in colours.items():
+        Image.fromarray(np.full((40, 50, 3), rgb, dtype=np.uint8)).save(photos / f"{name}.png")
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path / "model"),
-         str(photos), "--count", "2", "--size", "64"],
+        [sys.executable, str(SCRIPT), str(tmp_path / "model"), str(photos), "--count", str(len(colours)),
+         "--size", "64", *options],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
-    header, *table = result.stdout.strip().splitlines()
+    return result.stdout, photos
+
+
+def test_calibration_table_has_every_temperature_and_the_photos_cast(tmp_path):
+    stdout, photos = calibrate_tiny_model(tmp_path, {"orange": (230, 140, 40), "blue": (40, 140, 230)})
+    header, *table = stdout.strip().splitlines()
     assert header.startswith("2 photos from")
     truth_ab = np.mean([mean_ab(np.asarray(Image.open(photos / name).convert("RGB"), dtype=np.float64))
                         for name in ("blue.png", "orange.png")], axis=0)
@@ -58,22 +63,8 @@ def test_calibration_table_has_every_temperature_and_the_photos_cast(tmp_path):
 
 
 def test_a_tilt_sweep_prints_a_table_per_tilt_and_picks_the_tilt_by_its_mean_a(tmp_path):
-    torch.manual_seed(0)
-    config = dataclasses.replace(ColorizerConfig.tiny(), colorization=ColorizationConfig(type="semantic", base_channels=8))
-    Colorizer(GCPColorizationModel(config)).save_pretrained(tmp_path / "model")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    skin = np.zeros((40, 50, 3), dtype=np.uint8)
-    skin[...] = (200, 150, 120)
-    Image.fromarray(skin).save(photos / "skin.png")
-
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path / "model"), str(photos), "--count", "1", "--size", "64",
-         "--a-tilts", "0", "-0.05", "--temperatures", "0.3", "0.6"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
-    text = result.stdout
+    text, _ = calibrate_tiny_model(tmp_path, {"skin": (200, 150, 120)},
+                                   "--a-tilts", "0", "-0.05", "--temperatures", "0.3", "0.6")
     assert "a* tilt 0\n" in text and "a* tilt -0.05\n" in text
     summary = text[text.index("| a* tilt |"):].splitlines()
     rows = {float(cells[0]): (float(cells[1]), float(cells[3]))
