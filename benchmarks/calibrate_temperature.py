@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from gcpcolor.color import lab_to_rgb, l_to_network, rgb_to_lab
-from gcpcolor.image_io import find_images, load_image
+from gcpcolor.image_io import load_image
+from gcpcolor.photo_files import find_images
 from gcpcolor.metrics import colorfulness, image_ab, psnr
 from gcpcolor.model import resample_square
 from gcpcolor.pipeline import Colorizer

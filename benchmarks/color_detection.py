@@ -14,7 +14,8 @@ import argparse
 from pathlib import Path
 
 from gcpcolor.color_detection import COLOR_THRESHOLD, off_tone_chroma
-from gcpcolor.image_io import find_images, load_image
+from gcpcolor.image_io import load_image
+from gcpcolor.photo_files import find_images
 
 #: Old colour photos in historical/: faded colour prints and autochromes, judged by eye.
 HISTORICAL_COLOR_PHOTOS = frozenset(f"bopb_old_{letter}.jpg" for letter in "abcdefgh")

@@ -22,7 +22,9 @@ import numpy as np
 from PIL import Image
 
 from gcpcolor.evaluation import comparison_grid
-from gcpcolor.image_io import find_images, load_image, save_image
+from gcpcolor.image_io import load_image
+from gcpcolor.image_writing import save_image
+from gcpcolor.photo_files import find_images
 from gcpcolor.pipeline import Colorizer
 
 

@@ -28,7 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from gcpcolor.image_io import find_images, load_image
+from gcpcolor.image_io import load_image
+from gcpcolor.photo_files import find_images
 from gcpcolor.metrics import image_ab
 from gcpcolor.pipeline import Colorizer
 

@@ -25,20 +25,9 @@ from .config import MAX_TEMPERATURE
 from .evaluate_cli import evaluate_command
 from .model_cli import convert_command, export_command
 from .train_cli import train_command, train_encoder_command, train_prior_command
-from .image_io import (
-    IMAGE_EXTENSIONS,
-    ImageInputError,
-    ImageOutputError,
-    SkipReporter,
-    SAVE_FORMATS,
-    copy_image_file,
-    find_images,
-    is_out_of_memory,
-    load_photo,
-    one_line_message,
-    output_path,
-    save_image,
-)
+from .image_io import ImageInputError, ImageOutputError, is_out_of_memory, load_photo, one_line_message
+from .image_writing import SAVE_FORMATS, copy_image_file, save_image
+from .photo_files import IMAGE_EXTENSIONS, SkipReporter, find_images, output_path
 from .photo_metadata import PhotoMetadata
 from .web import MAX_SEED, MAX_SIGMA
 from .weights import remove_stale_temporaries

@@ -36,7 +36,8 @@ from .classes import NUM_IMAGENET_CLASSES, ClassNotFoundError, wnid_to_index
 from .color import AB_SCALE, l_to_network, rgb_to_lab
 from .config import ConfigError
 from .degradation import OldPhotoDegradation
-from .image_io import IMAGE_EXTENSIONS, ImageInputError, find_images, load_image
+from .image_io import ImageInputError, load_image
+from .photo_files import IMAGE_EXTENSIONS, find_images
 from .near_duplicates import find_near_duplicates
 
 logger = logging.getLogger(__name__)

@@ -35,15 +35,9 @@ from .evaluation_report import (
     check_report_target,
     check_results_target,
 )
-from .image_io import (
-    ImageInputError,
-    find_images,
-    load_image,
-    load_pixels,
-    output_path,
-    pixels_to_float_rgb,
-    save_image,
-)
+from .image_io import ImageInputError, load_image, load_pixels, pixels_to_float_rgb
+from .image_writing import save_image
+from .photo_files import find_images, output_path
 from .metrics import (
     COLORFULNESS_VARIANTS,
     DEFAULT_COLORFULNESS_VARIANT,

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import EvaluationError
-from .image_io import save_image
+from .image_writing import save_image
 from .metrics import COLORFULNESS_VARIANTS
 from .report_figures import colorfulness_histogram, comparison_grid
 from .report_metrics import REPORT_METRICS

@@ -10,7 +10,7 @@ colorized derivative rather than the original. A thumbnail (EXIF's second direct
 carried: it would show the gray photo.
 
 Reading never fails a photo: a file whose metadata cannot be read gets only the Software tag.
-`image_io.save_image(..., metadata=...)` writes them: DPI into JPEG, PNG, TIFF and BMP; EXIF
+`image_writing.save_image(..., metadata=...)` writes them: DPI into JPEG, PNG, TIFF and BMP; EXIF
 into JPEG, PNG, WebP and 8-bit TIFF (16-bit TIFF, whose writer is our own, gets the DPI and the
 Software tag only); XMP into JPEG, PNG, WebP and TIFF.
 """

@@ -37,7 +37,8 @@ from .config import ColorizerConfig
 from .devices import resolve_device
 from .errors import InvalidResultError, MissingWeightsError
 from . import image_io
-from .image_io import broken_result_reason, load_pixels, pixels_to_float_rgb, save_animation, save_image
+from .image_io import broken_result_reason, load_pixels, pixels_to_float_rgb
+from .image_writing import save_animation, save_image
 from .image_processor import ImageProcessor, PreparedPhoto, check_pixels
 from .model import BackboneFeatures, GCPColorizationModel, resample_square
 from .photo_metadata import PhotoMetadata

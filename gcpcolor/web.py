@@ -21,15 +21,8 @@ from urllib.parse import parse_qs, urlparse
 
 from .classes import ClassNotFoundError
 from .config import MAX_TEMPERATURE
-from .image_io import (
-    ImageInputError,
-    encode_image,
-    is_out_of_memory,
-    load_photo,
-    load_pixels,
-    one_line_message,
-    to_8_bit,
-)
+from .image_io import ImageInputError, is_out_of_memory, load_photo, load_pixels, one_line_message, to_8_bit
+from .image_writing import encode_image
 
 logger = logging.getLogger(__name__)
 

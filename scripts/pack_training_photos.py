@@ -31,7 +31,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gcpcolor.image_io import find_images  # noqa: E402
+from gcpcolor.photo_files import find_images  # noqa: E402
 from gcpcolor.near_duplicates import find_near_duplicates  # noqa: E402
 
 

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from gcpcolor import image_io
+from gcpcolor import image_writing
 from gcpcolor.cli import main
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -120,14 +120,14 @@ def test_an_output_folder_that_refuses_writes(tmp_path, monkeypatch):
     locked.mkdir()
     locked.chmod(0o500)
     if os.access(locked, os.W_OK):
-        real = image_io._create_temporary_file
+        real = image_writing._create_temporary_file
 
         def refuse_in_locked(path: Path):
             if path.parent == locked:
                 raise PermissionError(errno.EACCES, "Permission denied", str(path))
             return real(path)
 
-        monkeypatch.setattr(image_io, "_create_temporary_file", refuse_in_locked)
+        monkeypatch.setattr(image_writing, "_create_temporary_file", refuse_in_locked)
     try:
         result = CliRunner().invoke(main, ["colorize", str(photo), "-o", str(locked), "--demo", "-q"])
     finally:

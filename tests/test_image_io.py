@@ -19,18 +19,14 @@ from PIL import Image
 
 from gcpcolor.image_io import (
     HEIF_EXTRA_HINT,
-    IMAGE_EXTENSIONS,
     ImageInputError,
     ImageOutputError,
     broken_result_reason,
-    copy_image_file,
-    encode_image,
-    find_images,
     load_image,
-    output_path,
     pil_to_rgb_array,
-    save_image,
 )
+from gcpcolor.image_writing import copy_image_file, encode_image, save_image
+from gcpcolor.photo_files import IMAGE_EXTENSIONS, find_images, output_path
 from gcpcolor.weights import remove_stale_temporaries
 
 EXIF_ORIENTATION = 0x0112
@@ -480,7 +476,7 @@ def test_failed_encode_leaves_nothing_behind(
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", failing_save)
-    monkeypatch.setattr("gcpcolor.image_io._write_png", failing_write)
+    monkeypatch.setattr("gcpcolor.image_writing._write_png", failing_write)
     target = existing if overwrite else tmp_path / "new.png"
     with pytest.raises(ImageOutputError) as error:
         save_image(np.ones((2, 2, 3)), target, overwrite=overwrite)
@@ -493,11 +489,11 @@ def test_killed_save_leaves_a_temporary_that_a_later_start_removes(tmp_path: Pat
     # kill -9 in the middle of writing: os._exit skips every cleanup, as a real kill would.
     script = (
         "import os, sys, numpy as np\n"
-        "import gcpcolor.image_io as image_io\n"
+        "import gcpcolor.image_writing as image_writing\n"
         "def killed(stream, pixels, metadata=None):\n"
         "    stream.write(b'half an image'); stream.flush(); os._exit(9)\n"
-        "image_io._write_png = killed\n"
-        "image_io.save_image(np.zeros((2, 2, 3)), sys.argv[1])\n"
+        "image_writing._write_png = killed\n"
+        "image_writing.save_image(np.zeros((2, 2, 3)), sys.argv[1])\n"
     )
     killed = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.png")])
     assert killed.wait(timeout=120) == 9

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gcpcolor.color import rgb_to_lab, lab_to_rgb
-from gcpcolor.image_io import load_pixels, save_image
+from gcpcolor.image_io import load_pixels
+from gcpcolor.image_writing import save_image
 from gcpcolor.image_processor import ImageProcessor
 
 
@@ -251,12 +252,12 @@ def test_stretch_mode_is_the_authors_pipeline(channels):
 def test_png_written_in_parallel_blocks_is_one_valid_stream(tmp_path, monkeypatch, dtype):
     """Many small blocks compressed on several threads still make one zlib stream (checked by
     zlib's own Adler-32 test in the reader) that decodes to the exact pixels."""
-    from gcpcolor import image_io
+    from gcpcolor import image_writing
 
-    monkeypatch.setattr(image_io, "_ROWS_PER_BLOCK_BYTES", 1000)  # a few rows a block
-    monkeypatch.setattr(image_io, "_PNG_THREADS", 3)
+    monkeypatch.setattr(image_writing, "_ROWS_PER_BLOCK_BYTES", 1000)  # a few rows a block
+    monkeypatch.setattr(image_writing, "_PNG_THREADS", 3)
     rng = np.random.default_rng(9)
     pixels = (rng.random((61, 37, 3)) * np.iinfo(dtype).max).astype(dtype)
     pixels[10:30] = pixels[10:11]  # alike rows, as in photos
-    image_io.save_image(pixels, tmp_path / "blocks.png")
+    image_writing.save_image(pixels, tmp_path / "blocks.png")
     np.testing.assert_array_equal(_read_png(tmp_path / "blocks.png"), pixels)

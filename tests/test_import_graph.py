@@ -27,10 +27,7 @@ MODELS_MAY_IMPORT = {
 }
 
 #: Modules allowed over MAX_LINES, and why.
-LONG_MODULES = {
-    "gcpcolor.image_io": "every photo format quirk (EXIF, 16-bit, CMYK, HEIC, NaN pixels) and the safe "
-    "folder walk in one place, each a few lines; splitting would scatter the reading rules",
-}
+LONG_MODULES: dict[str, str] = {}
 
 
 def module_name(path: Path) -> str:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import ExifTags, Image
 
 from gcpcolor.cli import main
-from gcpcolor.image_io import save_image
+from gcpcolor.image_writing import save_image
 from gcpcolor.photo_metadata import PhotoMetadata, read_metadata, software_name
 
 ORIENTATION, DESCRIPTION, ARTIST, SOFTWARE, DATE_TAKEN = 0x0112, 0x010E, 0x013B, 0x0131, 0x9003
@@ -96,7 +96,7 @@ def test_save_image_writes_the_metadata_each_format_holds(tmp_path, name, depth,
 
 def test_metadata_an_encoder_refuses_costs_only_the_metadata(tmp_path, monkeypatch):
     # an option Pillow's JPEG encoder raises on, standing in for whatever EXIF an encoder refuses
-    monkeypatch.setattr("gcpcolor.image_io._metadata_options", lambda image_format, metadata: {"dpi": "refused"})
+    monkeypatch.setattr("gcpcolor.image_writing._metadata_options", lambda image_format, metadata: {"dpi": "refused"})
     save_image(np.full((8, 8, 3), 100, np.uint8), tmp_path / "photo.jpg", metadata=PhotoMetadata(dpi=(300, 300)))
     with Image.open(tmp_path / "photo.jpg") as written:
         assert written.size == (8, 8) and written.getpixel((4, 4))[0] in range(98, 103)

@@ -29,7 +29,7 @@ from torch import nn
 from ..augment import diff_augment
 from ..config import BigGANConfig, config_to_dict
 from ..errors import TrainingSetupError
-from ..image_io import find_images
+from ..photo_files import find_images
 from ..models.biggan_discriminator import BigGANDiscriminator
 from ..models.biggan_generator import BigGANGenerator
 from ..prior import PRIOR_CENTROIDS_FILE, save_prior
