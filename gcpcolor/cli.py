@@ -26,14 +26,14 @@ from .evaluate_cli import evaluate_command
 from .model_cli import convert_command, export_command
 from .train_cli import train_command, train_encoder_command, train_prior_command
 from .image_io import ImageInputError, ImageOutputError, is_out_of_memory, load_photo, one_line_message
-from .image_writing import SAVE_FORMATS, copy_image_file, save_image
+from .image_writing import SAVE_FORMATS, copy_image_file, save_animation, save_image
 from .photo_files import IMAGE_EXTENSIONS, SkipReporter, find_images, output_path
 from .photo_metadata import PhotoMetadata
 from .web import MAX_SEED, MAX_SIGMA
 from .weights import remove_stale_temporaries
 
 if TYPE_CHECKING:
-    from .pipeline import ColorizeResult
+    from .colorize_result import ColorizeResult
 
 class FiniteFloatRange(click.FloatRange):
     """click.FloatRange that also refuses nan, which passes every comparison with a bound, and
@@ -260,8 +260,6 @@ def colorize(
     one-line note; with --keep-color it is copied to the output unchanged instead.
     """
     from tqdm import tqdm
-
-    from .pipeline import save_animation
 
     try:
         class_ids = [resolve_class(spec) for spec in class_specs]
