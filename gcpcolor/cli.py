@@ -231,8 +231,8 @@ def _failure_message(error: Exception, activity: str = "colorizing") -> str:
                    "guidance only). One result per photo.")
 @click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True, max=MAX_TEMPERATURE),
               help="How bold the colours are, for models that predict a colour distribution (the default "
-                   "model): lower is bolder (0.35), higher more muted (0.6). Default: the model's own, chosen so "
-                   "its results are as colourful as photos (0.46 for the default model).")
+                   "model): lower is bolder (0.4), higher more muted (0.65). Default: the model's own, chosen so "
+                   "its results are as colourful as photos (0.50 for the default model).")
 @click.option("--save-exemplar", is_flag=True, help="Also save the GAN exemplar and its warped version.")
 @click.option("--suffix", default="_color", show_default=True, callback=_file_name_suffix,
               help="Added to output file names.")
