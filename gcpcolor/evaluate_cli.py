@@ -91,6 +91,7 @@ def evaluate_command(
         check_report_target(out, overwrite)  # before any slow work
         if temperature is not None and model_dir is None and not demo:
             raise CommandError("--temperature goes with --colorize-with")
+        decoding = ""  # how --colorize-with's model decoded its colours, for the report
         if model_dir is not None or demo:
             if model_dir is not None and demo:
                 raise CommandError("--colorize-with and --demo exclude each other")
@@ -98,13 +99,15 @@ def evaluate_command(
             if name in methods or (include_gray and name == GRAY_METHOD):
                 raise CommandError(f"a results folder is already named '{name}'; name it with NAME=DIR")
             model_path = None if model_path is None else str(model_path)
-            methods[name] = _colorize(truth_dir, out / "results" / name, model_path, temperature, device, suffix,
-                                      overwrite, quiet)
+            methods[name], decoding = _colorize(truth_dir, out / "results" / name, model_path, temperature, device,
+                                                suffix, overwrite, quiet)
         report = evaluate_folders(
             truth_dir, methods, include_gray=include_gray, size=size, mode=mode, colorfulness_variant=cf_variant,
             fid=fid, inception_weights=inception_weights, result_suffix=suffix, batch_size=batch_size,
             device=device, grid_rows=grid_rows, progress=not quiet, leave_out_copies_of=training_dirs,
         )
+        if decoding:
+            report.notes.insert(0, decoding)
         for note in report.notes:
             echo_err(note)
         written = report.save(out, overwrite=overwrite)
@@ -115,7 +118,10 @@ def evaluate_command(
 
 
 def _colorize(truth_dir: str, target: Path, model_dir: str | None, temperature: float | None, device: str,
-              suffix: str, overwrite: bool, quiet: bool) -> Path:
+              suffix: str, overwrite: bool, quiet: bool) -> tuple[Path, str]:
+    """Colorize the gray versions of the truth photos into `target`; also returns how the model
+    decoded its colours (temperature and a* tilt, for models that predict a distribution; else "")
+    so the report says which decoding its figures belong to."""
     from .devices import resolve_device
     from .pipeline import Colorizer
 
@@ -138,4 +144,8 @@ def _colorize(truth_dir: str, target: Path, model_dir: str | None, temperature: 
         echo_err(f"error: {problem}")
     if not quiet:
         echo_err(f"colorized the gray versions of {truth_dir} into {target}")
-    return target
+    if not colorizer.model.predicts_distribution:
+        return target, ""
+    colorization = colorizer.config.colorization
+    return target, (f"{target.name}: colorized here, decoding temperature {colorization.temperature:g}, "
+                    f"a* tilt {colorization.a_tilt:g}")

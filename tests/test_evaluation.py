@@ -350,6 +350,8 @@ def test_cli_colorize_with_a_temperature_scores_a_bolder_decoding(tmp_path, sema
                       "-o", str(out), "--size", "32", "-q", "--no-fid")
         assert result.exit_code == 0, result.output
         colourfulness[temperature] = json.loads((out / "metrics.json").read_text())["methods"]["m"]["colorfulness"]
+        # the report says which decoding its figures belong to
+        assert f"- m: colorized here, decoding temperature {float(temperature):g}, a* tilt 0" in (out / "metrics.md").read_text()
     assert colourfulness["0.05"] > colourfulness["5"]
     assert "--colorize-with" in _one_line_error(_run("--truth", str(truth), str(truth), "--temperature", "0.5",
                                                      "-o", str(tmp_path / "x")))
