@@ -82,26 +82,33 @@ def main() -> int:
     truth_a, truth_b = np.mean(truth_ab, axis=0)
     print(f"{len(files)} photos from {', '.join(args.photo_dirs)}; ground-truth colourfulness {reference:.2f}, "
           f"mean a* {truth_a:.2f}, b* {truth_b:.2f}")
-    chosen = {}
+    def mean_colourfulness(setting: tuple[float, float]) -> float:
+        return float(np.mean(output_cf[setting]))
+
+    def ratio(setting: tuple[float, float]) -> float:
+        return mean_colourfulness(setting) / reference
+
+    def mean_ab(setting: tuple[float, float]) -> np.ndarray:
+        return np.mean(output_ab[setting], axis=0)
+
+    chosen = {}  # tilt -> the temperature whose colourfulness ratio is nearest 1
     for tilt in tilts:
         if len(tilts) > 1:
             print(f"\na* tilt {tilt:g}")
         print("| T | colourfulness | ratio | PSNR | mean a* | mean b* |")
         print("|---:|---:|---:|---:|---:|---:|")
         for temperature in args.temperatures:
-            value = float(np.mean(output_cf[tilt, temperature]))
-            a, b = np.mean(output_ab[tilt, temperature], axis=0)
-            print(f"| {temperature:.2f} | {value:.2f} | {value / reference:.3f} | {np.mean(scores[tilt, temperature]):.2f} "
-                  f"| {a:.2f} | {b:.2f} |")
-        chosen[tilt] = min(args.temperatures, key=lambda t: abs(np.mean(output_cf[tilt, t]) / reference - 1))
+            setting = (tilt, temperature)
+            a, b = mean_ab(setting)
+            print(f"| {temperature:.2f} | {mean_colourfulness(setting):.2f} | {ratio(setting):.3f} "
+                  f"| {np.mean(scores[setting]):.2f} | {a:.2f} | {b:.2f} |")
+        chosen[tilt] = min(args.temperatures, key=lambda t: abs(ratio((tilt, t)) - 1))
     if len(tilts) > 1:
         print("\n| a* tilt | T with ratio nearest 1 | ratio | mean a* (photos' own: %.2f) |" % truth_a)
         print("|---:|---:|---:|---:|")
         for tilt, temperature in chosen.items():
-            ratio = np.mean(output_cf[tilt, temperature]) / reference
-            a = np.mean(output_ab[tilt, temperature], axis=0)[0]
-            print(f"| {tilt:g} | {temperature:.2f} | {ratio:.3f} | {a:.2f} |")
-        best = min(chosen, key=lambda tilt: abs(np.mean(output_ab[tilt, chosen[tilt]], axis=0)[0] - truth_a))
+            print(f"| {tilt:g} | {temperature:.2f} | {ratio((tilt, temperature)):.3f} | {mean_ab((tilt, temperature))[0]:.2f} |")
+        best = min(chosen, key=lambda tilt: abs(mean_ab((tilt, chosen[tilt]))[0] - truth_a))
         print(f"\nrule: a_tilt {best:g}, temperature {chosen[best]:.2f}")
     return 0
 
